@@ -1,0 +1,2 @@
+//! The `resumable` command-line tool (in progress).
+fn main() {}

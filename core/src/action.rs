@@ -1,0 +1,226 @@
+//! What a driver is told to do next, and what it reports back.
+//!
+//! Every upload in this crate has the same rhythm, captured by the [`Upload`] trait: the driver
+//! calls [`Upload::poll_action`] and carries out the [`Action`] it gets, then feeds the result
+//! back with [`Upload::handle_read`], [`Upload::handle_response`] or [`Upload::handle_failure`],
+//! and polls again, until it gets [`Action::Done`].
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{Error, UsageError};
+
+/// Identifies one request handed out in an [`Action::Send`].
+///
+/// The driver passes it back with the response or failure so the core can match them; a
+/// response with any other id is a [`UsageError::UnknownRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The id as a number, for logs. Ids grow by one per request an upload hands out.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The body of a request: a prefix the core built, a byte range of the caller's source, and a
+/// suffix the core built, sent in that order.
+///
+/// The source bytes are never copied into the core: the driver reads `source` from its own
+/// data (a file, a buffer, a stream it kept) and sends `prefix`, those bytes and `suffix`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Body {
+    /// Bytes to send before the source range (JSON metadata, a multipart header).
+    pub prefix: Bytes,
+    /// The half-open byte range of the source to send; empty when no source bytes are sent.
+    pub source: Range<u64>,
+    /// Bytes to send after the source range (a multipart trailer).
+    pub suffix: Bytes,
+}
+
+impl Body {
+    /// A body with no bytes at all.
+    pub fn empty() -> Self {
+        Body::default()
+    }
+
+    /// A body that is exactly `source`, a range of the caller's source.
+    pub fn source(source: Range<u64>) -> Self {
+        Body {
+            source,
+            ..Body::default()
+        }
+    }
+
+    /// A body made only of bytes the core built (for example JSON metadata).
+    pub fn bytes(bytes: Bytes) -> Self {
+        Body {
+            prefix: bytes,
+            ..Body::default()
+        }
+    }
+
+    /// The number of source bytes in the body.
+    pub fn source_len(&self) -> u64 {
+        self.source.end.saturating_sub(self.source.start)
+    }
+
+    /// The total length of the body in bytes: what `Content-Length` says.
+    pub fn len(&self) -> u64 {
+        self.prefix.len() as u64 + self.source_len() + self.suffix.len() as u64
+    }
+
+    /// Whether the body has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Body {
+    // The prefix may be caller metadata; show sizes, not contents.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body")
+            .field("prefix_len", &self.prefix.len())
+            .field("source", &self.source)
+            .field("suffix_len", &self.suffix.len())
+            .finish()
+    }
+}
+
+/// A request the driver must send now.
+///
+/// Send `request` (method, URI, headers exactly as given) with the bytes of `body`, then report
+/// the outcome with [`Upload::handle_response`] (any status, including 4xx/5xx and 308: do not
+/// follow redirects or turn statuses into errors) or [`Upload::handle_failure`] (no complete
+/// response arrived).
+pub struct Send {
+    /// Pass this back with the response or failure.
+    pub id: RequestId,
+    /// Method, URI and headers. The URI may be a session URI (a bearer capability) and the
+    /// headers may carry credentials: never log them; this type's `Debug` redacts them.
+    pub request: http::Request<()>,
+    /// What to send as the request body.
+    pub body: Body,
+}
+
+impl fmt::Debug for Send {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Send")
+            .field("id", &self.id)
+            .field("method", self.request.method())
+            .field("uri", &crate::secret::RedactedUri(self.request.uri()))
+            .field(
+                "headers",
+                &crate::secret::RedactedHeaders(self.request.headers()),
+            )
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// A range of the source the core needs to see before it can go on (to checksum it, or to
+/// learn where a source of unknown size ends).
+///
+/// Hand the bytes in with [`Upload::handle_read`], starting at `range.start`. Hand in exactly
+/// `range.end - range.start` bytes, or fewer only when the source ends there (which tells the
+/// core the total size). The range is never longer than the upload's chunk size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    /// The half-open byte range of the source to hand in.
+    pub range: Range<u64>,
+}
+
+/// What the driver must do next. Returned by [`Upload::poll_action`].
+#[derive(Debug)]
+#[must_use = "the driver must carry out the action"]
+// `Send` is the common case; boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Action<T> {
+    /// Read this range of the source and hand it in with [`Upload::handle_read`].
+    Read(Read),
+    /// Send this request and hand in its response or failure.
+    Send(Send),
+    /// Nothing to do until this instant (a retry backoff or a processing delay): sleep, then
+    /// poll again with the new time.
+    Wait(Instant),
+    /// The upload is over: this is the outcome, and every later poll returns the same.
+    Done(Result<T, Error>),
+}
+
+/// Why no complete HTTP response arrived for a request.
+///
+/// The driver classifies its transport errors into these; all of them may mean the server
+/// stored some, all or none of the body, so the core follows each with a status query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The connection could not be established (DNS, refused, TLS handshake).
+    Connect,
+    /// The connection was reset or closed while sending the request or before a response.
+    Reset,
+    /// No response within the driver's timeout.
+    Timeout,
+    /// The response started but ended early (truncated headers or body).
+    TruncatedResponse,
+    /// Any other I/O failure of the transport.
+    Other,
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportFailure::Connect => "could not connect",
+            TransportFailure::Reset => "connection reset",
+            TransportFailure::Timeout => "timed out",
+            TransportFailure::TruncatedResponse => "truncated response",
+            TransportFailure::Other => "transport error",
+        })
+    }
+}
+
+/// The interface every upload state machine in this crate implements, so one driver loop can
+/// drive any of them.
+///
+/// The loop: poll; carry out the action; hand in its result; poll again. After every input,
+/// poll until the action is a `Wait` or a `Send` whose result you have not yet handed in.
+/// Polling twice without input in between returns the same action (a `Send` keeps its id).
+pub trait Upload {
+    /// What a successful upload reports.
+    type Output;
+
+    /// The next thing to do, given the current time. Never blocks, never panics.
+    fn poll_action(&mut self, now: Instant) -> Action<Self::Output>;
+
+    /// Hand in the source bytes asked for by an [`Action::Read`], starting at `offset`.
+    ///
+    /// # Errors
+    /// [`UsageError`] when nothing was asked, `offset` is not where the read starts, more bytes
+    /// than asked are given, or the upload is over. The upload's state is unchanged then.
+    fn handle_read(&mut self, now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError>;
+
+    /// Hand in the complete response to the request `id` (any status).
+    ///
+    /// # Errors
+    /// [`UsageError`] when `id` is not the request in flight or the upload is over.
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: http::Response<Bytes>,
+    ) -> Result<(), UsageError>;
+
+    /// Report that the request `id` got no complete response.
+    ///
+    /// # Errors
+    /// [`UsageError`] when `id` is not the request in flight or the upload is over.
+    fn handle_failure(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        failure: TransportFailure,
+    ) -> Result<(), UsageError>;
+}

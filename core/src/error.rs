@@ -1,0 +1,229 @@
+//! Errors, split by who is at fault.
+//!
+//! [`UsageError`]: the caller broke the rules of the API or gave bad input (fix the calling
+//! code or the input). [`Error::Server`]: the server refused (a final 4xx/5xx).
+//! [`ProtocolViolation`]: the server broke the protocol. [`Error::Transport`] and
+//! [`Error::RetriesExhausted`]: the network. [`IntegrityError`]: what the server stored is not
+//! what was sent. No message ever contains a session URI, header value or credential.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::action::TransportFailure;
+
+/// Why an upload ended without success. Returned in [`crate::Action::Done`]; once an upload
+/// has failed, every later poll returns the same error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller misused the API or gave bad input.
+    #[error("usage error: {0}")]
+    Usage(#[from] UsageError),
+    /// The server answered with a status that ends the upload (not retryable).
+    #[error("server refused the request: {status}{}", message_suffix(.message))]
+    Server {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The server's own error message, when its body carried one (trimmed, at most 200
+        /// characters).
+        message: Option<String>,
+    },
+    /// The server's answer breaks the protocol; continuing could lose or corrupt data.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(#[from] ProtocolViolation),
+    /// The transport failed and the retry policy does not retry such failures.
+    #[error("transport failure: {0}")]
+    Transport(TransportFailure),
+    /// Retryable failures went on until the retry budget or deadline ran out.
+    #[error("gave up after {attempts} failed attempts: last failure: {last}")]
+    RetriesExhausted {
+        /// How many consecutive attempts failed.
+        attempts: u32,
+        /// The last failure seen.
+        last: RetryCause,
+    },
+    /// The upload session no longer exists (404/410): the upload must start over (G9).
+    #[error("the upload session is gone ({status}); the upload must start again")]
+    SessionGone {
+        /// The HTTP status that said so.
+        status: StatusCode,
+    },
+    /// The upload was cancelled by the caller (G10).
+    #[error("the upload was cancelled")]
+    Cancelled,
+    /// What the server holds differs from what was sent.
+    #[error("integrity check failed: {0}")]
+    Integrity(#[from] IntegrityError),
+}
+
+fn message_suffix(message: &Option<String>) -> String {
+    match message {
+        Some(m) => format!(": {m}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Whether the same upload session may still be resumed later (from a saved
+    /// [`crate::gcs::ResumeState`]) after this error: true for network trouble and retry
+    /// exhaustion, false when the session is gone, cancelled, or the data is in question.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self, Error::Transport(_) | Error::RetriesExhausted { .. })
+            || matches!(self, Error::Server { status, .. } if status.is_server_error())
+    }
+}
+
+/// The last failure of a run of retried attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryCause {
+    /// The server answered with this retryable status.
+    Status(StatusCode),
+    /// The transport failed.
+    Transport(TransportFailure),
+    /// The server answered but stored nothing new.
+    NoProgress,
+}
+
+impl fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryCause::Status(s) => write!(f, "HTTP {s}"),
+            RetryCause::Transport(t) => write!(f, "{t}"),
+            RetryCause::NoProgress => f.write_str("the server stored no new bytes"),
+        }
+    }
+}
+
+/// The caller broke the rules of the API or gave bad input. The upload's state is unchanged
+/// when a `handle_*` call returns one; when construction returns one, there is no upload.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// A response or failure was handed in for a request that is not in flight.
+    #[error("no request with id {0} is in flight")]
+    UnknownRequest(u64),
+    /// Source bytes were handed in that were not asked for.
+    #[error("source bytes were handed in at offset {offset}, but {expected}")]
+    UnexpectedRead {
+        /// Where the handed-in bytes start.
+        offset: u64,
+        /// What the upload was waiting for, in words.
+        expected: &'static str,
+    },
+    /// More source bytes were handed in than the read asked for.
+    #[error("{given} source bytes were handed in, but only {asked} were asked for")]
+    ReadTooLong {
+        /// How many were asked for.
+        asked: u64,
+        /// How many were given.
+        given: u64,
+    },
+    /// The source ended before the total size the upload was told.
+    #[error("the source ended at byte {ended_at}, but its size was given as {declared}")]
+    SourceTooShort {
+        /// Where the source ended.
+        ended_at: u64,
+        /// The size the upload was told.
+        declared: u64,
+    },
+    /// Input was handed in after the upload ended.
+    #[error("the upload is already over")]
+    Finished,
+    /// A chunk size that the protocol does not allow.
+    #[error("invalid chunk size {size}: {rule}")]
+    ChunkSize {
+        /// The size given.
+        size: u64,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A URL or header value the protocol cannot use.
+    #[error("invalid {what}: {why}")]
+    InvalidInput {
+        /// What was invalid (for example "upload URL").
+        what: &'static str,
+        /// Why, in words (never the value itself, which may be secret).
+        why: &'static str,
+    },
+    /// A saved resume state does not fit this upload.
+    #[error("the saved resume state does not fit: {0}")]
+    StateMismatch(&'static str),
+}
+
+/// The server broke the protocol. Each variant names the rule (see `PROTOCOLS.md`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// A `Range` header that cannot be parsed (G5, T5).
+    #[error("malformed Range header")]
+    MalformedRange,
+    /// A `Range` that does not start at byte 0 (G5).
+    #[error("Range does not start at byte 0 (starts at {start})")]
+    RangeNotFromZero {
+        /// Where it started.
+        start: u64,
+    },
+    /// The server claims to hold more bytes than were ever sent (G5, T5).
+    #[error("server claims {claimed} bytes stored, but at most {sent} were sent")]
+    RangeBeyondSent {
+        /// Bytes the server claims.
+        claimed: u64,
+        /// The most that could be there.
+        sent: u64,
+    },
+    /// The server now holds fewer bytes than it acknowledged before.
+    #[error("server reports {now} bytes stored after acknowledging {before}")]
+    PersistedWentBackwards {
+        /// Acknowledged earlier.
+        before: u64,
+        /// Reported now.
+        now: u64,
+    },
+    /// The start response had no usable `Location` (G1, G2, T3).
+    #[error("the start response has no usable Location header")]
+    MissingLocation,
+    /// The server reported the upload complete before all bytes were sent (G7).
+    #[error("server reported completion after {sent} of {total} bytes")]
+    PrematureCompletion {
+        /// Bytes sent so far.
+        sent: u64,
+        /// Bytes in the source (or 0 when not yet known).
+        total: u64,
+    },
+    /// A status the protocol does not allow at this point.
+    #[error("unexpected HTTP status {0}")]
+    UnexpectedStatus(StatusCode),
+    /// A response body or header the protocol requires is missing or malformed.
+    #[error("malformed response: {0}")]
+    MalformedResponse(&'static str),
+    /// The server's chunk-size limits cannot be honoured (T3).
+    #[error("unusable chunk-size limits: {0}")]
+    ChunkLimits(&'static str),
+}
+
+/// What the server holds differs from what was sent (G7).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityError {
+    /// The object's size differs from the source's.
+    #[error("server stored {stored} bytes, but {sent} were sent")]
+    Size {
+        /// Size the server reported.
+        stored: u64,
+        /// Size of the source.
+        sent: u64,
+    },
+    /// The server's CRC32C differs from the one computed over the source.
+    #[error("CRC32C mismatch: server {server:08x}, source {computed:08x}")]
+    Crc32c {
+        /// The server's value.
+        server: u32,
+        /// The value computed over the bytes handed in.
+        computed: u32,
+    },
+    /// The server's MD5 differs from the one computed over the source.
+    #[error("MD5 mismatch")]
+    Md5,
+}

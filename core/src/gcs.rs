@@ -1,0 +1,1025 @@
+//! Google Cloud Storage resumable upload (rules G1–G12 in `PROTOCOLS.md`), the protocol behind
+//! Twitter's batch compliance `upload_url`.
+//!
+//! The whole state machine is in this file: [`GcsUpload::poll_action`] decides the next step
+//! from the state, and `handle_*` move the state on. In words:
+//!
+//! ```text
+//!  Start ──201/200 + Location──▶ Upload ──308 Range──▶ Upload … ──200/201──▶ Done(Ok)
+//!    │                             │  ▲
+//!    │                 failure/5xx │  │ 308 Range
+//!    │                             ▼  │
+//!    │                       Wait ─▶ Query (PUT bytes */T)
+//!    └── Resume/Session (G3) ──────────▶ Query
+//!  404/410 ─▶ Done(SessionGone) · final 4xx ─▶ Done(Server) · bad Range ─▶ Done(Protocol)
+//!  cancel() ─▶ Cancel (DELETE) ──499──▶ Done(Cancelled)
+//! ```
+//!
+//! Before a chunk is sent the core asks, with [`Action::Read`], for the bytes it has not yet
+//! seen: to checksum them, and (for a source of unknown size) to learn where it ends.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+
+use crate::action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
+use crate::checksum::{self, Checksums, Hasher};
+use crate::chunk::{ChunkSize, GCS_GRANULE};
+use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
+use crate::range::{RangeForm, content_range, parse_range};
+use crate::response;
+use crate::retry::{self, Backoff, RetryPolicy};
+use crate::secret::{SessionUri, check_absolute_http};
+
+const X_GOOG_RESUMABLE: HeaderName = HeaderName::from_static("x-goog-resumable");
+const X_GOOG_HASH: HeaderName = HeaderName::from_static("x-goog-hash");
+const X_UPLOAD_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-upload-content-type");
+const X_UPLOAD_CONTENT_LENGTH: HeaderName = HeaderName::from_static("x-upload-content-length");
+const X_GUPLOADER_NO_308: HeaderName = HeaderName::from_static("x-guploader-no-308");
+const X_HTTP_STATUS_CODE_OVERRIDE: &str = "x-http-status-code-override";
+const PERMANENT_REDIRECT: u16 = 308;
+
+/// How the upload begins.
+#[derive(Clone)]
+pub enum Start {
+    /// XML API or signed URL (G1): `POST url` with `x-goog-resumable: start`. Signed URLs sign
+    /// exactly the headers sent, so add no extra headers unless the URL was signed with them.
+    Xml {
+        /// The upload URL (for example Twitter's compliance `upload_url`).
+        url: Uri,
+        /// The object's content type (signed URLs sign it; `text/plain` for compliance ids).
+        content_type: HeaderValue,
+    },
+    /// JSON API (G2): `POST …/upload/storage/v1/b/BUCKET/o?uploadType=resumable[&name=N]`,
+    /// usually with `Authorization` in [`GcsConfig::start_headers`].
+    Json {
+        /// The `uploadType=resumable` URL.
+        url: Uri,
+        /// The object's content type, sent as `X-Upload-Content-Type`.
+        content_type: HeaderValue,
+        /// Object metadata as a JSON document (for example `{"name":"ids.txt"}`), if any.
+        metadata: Option<Bytes>,
+    },
+    /// An existing session whose history is unknown (G3): the first request is a status query.
+    Session(SessionUri),
+    /// A session saved from an earlier run with [`GcsUpload::resume_state`] (G3).
+    Resume(ResumeState),
+}
+
+impl fmt::Debug for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Start::Xml { .. } => "Start::Xml(<redacted>)",
+            Start::Json { .. } => "Start::Json(<redacted>)",
+            Start::Session(_) => "Start::Session(<redacted>)",
+            Start::Resume(_) => "Start::Resume(<redacted>)",
+        })
+    }
+}
+
+/// Settings of one GCS upload.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GcsConfig {
+    /// Bytes per request; a non-zero multiple of 256 KiB (G4), else [`GcsUpload::new`] fails
+    /// with [`UsageError::ChunkSize`]. Default 8 MiB.
+    pub chunk_size: u64,
+    /// The source's size, or `None` for a stream whose end is learned by reading it.
+    pub total: Option<u64>,
+    /// Checksums computed over the source, sent in `x-goog-hash` and checked at the end.
+    pub checksums: Checksums,
+    /// Retry policy (G8).
+    pub retry: RetryPolicy,
+    /// Extra headers for the start request only (for example `Authorization` for the JSON
+    /// API). Never sent to the session URI. Values are marked sensitive.
+    pub start_headers: HeaderMap,
+    /// A fingerprint of the source chosen by the caller (path, size, mtime…), kept in the
+    /// resume state so a later run can tell whether the state belongs to the same source.
+    pub fingerprint: String,
+    /// Send `X-GUploader-No-308: yes`, asking the server to answer 200 + override (G11).
+    pub no_308: bool,
+}
+
+impl GcsConfig {
+    /// Defaults for a source of `total` bytes (`None`: unknown): 8 MiB chunks, CRC32C,
+    /// the default retry policy.
+    pub fn new(total: Option<u64>) -> Self {
+        GcsConfig {
+            chunk_size: 8 << 20,
+            total,
+            checksums: Checksums::default(),
+            retry: RetryPolicy::default(),
+            start_headers: HeaderMap::new(),
+            fingerprint: String::new(),
+            no_308: false,
+        }
+    }
+}
+
+impl fmt::Debug for GcsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsConfig")
+            .field("chunk_size", &self.chunk_size)
+            .field("total", &self.total)
+            .field("checksums", &self.checksums)
+            .field("retry", &self.retry)
+            .field(
+                "start_headers",
+                &crate::secret::RedactedHeaders(&self.start_headers),
+            )
+            .field("no_308", &self.no_308)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a driver saves so a later run can resume the same session (G3).
+///
+/// Get it from [`GcsUpload::resume_state`] after every input and save it whenever it changed
+/// (before sending the next request); pass it back as [`Start::Resume`]. It holds the session
+/// URI, a bearer capability: store it with owner-only permissions.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ResumeState {
+    /// The session URI (redacted in `Debug`).
+    pub session: SessionUri,
+    /// The source's size, once known.
+    pub total: Option<u64>,
+    /// Bytes the server acknowledged holding.
+    pub persisted: u64,
+    /// The end of the furthest byte ever sent: the server cannot hold more than this (G5).
+    pub sent: u64,
+    /// CRC32C of the source's first `len` bytes, so a resumed run need not re-read them.
+    pub crc32c: Option<HashedPrefix>,
+    /// The caller's fingerprint of the source (see [`GcsConfig::fingerprint`]).
+    pub fingerprint: String,
+}
+
+/// A checksum of a prefix of the source.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HashedPrefix {
+    /// How many bytes from the start are covered.
+    pub len: u64,
+    /// Their CRC32C.
+    pub crc32c: u32,
+}
+
+/// Fields of the GCS object resource returned on completion (JSON API, G7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectResource {
+    /// Object name.
+    pub name: Option<String>,
+    /// Bucket name.
+    pub bucket: Option<String>,
+    /// Object generation.
+    pub generation: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// CRC32C, decoded from base64 big-endian.
+    pub crc32c: Option<u32>,
+    /// MD5, decoded from base64.
+    pub md5: Option<[u8; 16]>,
+    /// The object's media download link, if given.
+    pub media_link: Option<String>,
+}
+
+/// Which checks of the stored object against the source were made at completion (G7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// The server reported a size and it equals the source's.
+    pub size: bool,
+    /// The server reported a CRC32C and it equals the source's.
+    pub crc32c: bool,
+    /// The server reported an MD5 and it equals the source's.
+    pub md5: bool,
+}
+
+/// A finished GCS upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcsCompletion {
+    /// The final status (200 or 201).
+    pub status: StatusCode,
+    /// The object's size: every one of these bytes was acknowledged by the server.
+    pub size: u64,
+    /// The object resource, when the body carried one.
+    pub object: Option<ObjectResource>,
+    /// CRC32C computed over the source, when computed.
+    pub crc32c: Option<u32>,
+    /// MD5 computed over the source, when computed.
+    pub md5: Option<[u8; 16]>,
+    /// What was checked against the server's answer.
+    pub verified: Verification,
+    /// The final response body (at most [`response::MAX_PARSED_BODY`] bytes are kept).
+    pub body: Bytes,
+}
+
+/// Counters for reporting (the CLI's `--json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests handed out.
+    pub requests: u64,
+    /// Retries scheduled after failures.
+    pub retries: u64,
+    /// Source bytes handed out in request bodies (re-sent bytes count again).
+    pub bytes_sent: u64,
+    /// Bytes the server already held when a resumed upload's first status query answered.
+    pub resumed_from: Option<u64>,
+}
+
+/// The request kinds of this protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// G1/G2.
+    Start,
+    /// G6: `PUT bytes */T`.
+    Query,
+    /// G4: a chunk, or the final empty `bytes */T` request (empty range, declares total).
+    Chunk {
+        range: Range<u64>,
+        total: Option<u64>,
+    },
+    /// G10.
+    Cancel,
+}
+
+/// What comes next when no request is in flight and no wait is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    Start,
+    Query,
+    Upload,
+    Cancel,
+}
+
+#[derive(Clone)]
+enum Begin {
+    Xml {
+        url: Uri,
+        content_type: HeaderValue,
+    },
+    Json {
+        url: Uri,
+        content_type: HeaderValue,
+        metadata: Option<Bytes>,
+    },
+    /// The session already exists.
+    Existing,
+}
+
+/// A GCS resumable upload: a pure state machine the driver polls. See the crate docs for the
+/// driving loop and [`Upload`] for the contract.
+pub struct GcsUpload {
+    begin: Begin,
+    chunk: ChunkSize,
+    checksums: Checksums,
+    start_headers: HeaderMap,
+    fingerprint: String,
+    no_308: bool,
+    resumed: bool,
+
+    session: Option<SessionUri>,
+    total: Option<u64>,
+    persisted: u64,
+    /// Upper bound on what the server can hold; `None` when resuming a bare session URI.
+    sent: Option<u64>,
+    hasher: Hasher,
+
+    next: Next,
+    in_flight: Option<(RequestId, Kind)>,
+    wait_until: Option<Instant>,
+    cancel_requested: bool,
+    outcome: Option<Result<GcsCompletion, Error>>,
+    backoff: Backoff,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl fmt::Debug for GcsUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsUpload")
+            .field("next", &self.next)
+            .field("total", &self.total)
+            .field("persisted", &self.persisted)
+            .field("sent", &self.sent)
+            .field("in_flight", &self.in_flight)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcsUpload {
+    /// Creates an upload. Nothing is sent until the driver polls.
+    ///
+    /// # Errors
+    /// [`UsageError`] for a chunk size that is not a multiple of 256 KiB, a URL that is not
+    /// absolute http(s), invalid start headers, or a resume state that does not fit `config`
+    /// (different fingerprint or total).
+    pub fn new(start: Start, config: GcsConfig) -> Result<Self, UsageError> {
+        let chunk = ChunkSize::new(config.chunk_size, GCS_GRANULE)?;
+        let mut start_headers = config.start_headers;
+        for value in start_headers.values_mut() {
+            value.set_sensitive(true);
+        }
+        let mut upload = GcsUpload {
+            begin: Begin::Existing,
+            chunk,
+            checksums: config.checksums,
+            start_headers,
+            fingerprint: config.fingerprint,
+            no_308: config.no_308,
+            resumed: false,
+            session: None,
+            total: config.total,
+            persisted: 0,
+            sent: Some(0),
+            hasher: Hasher::new(config.checksums),
+            next: Next::Start,
+            in_flight: None,
+            wait_until: None,
+            cancel_requested: false,
+            outcome: None,
+            backoff: Backoff::new(config.retry),
+            next_id: 0,
+            stats: Stats::default(),
+        };
+        match start {
+            Start::Xml { url, content_type } => {
+                check_absolute_http(&url, "upload URL")?;
+                upload.begin = Begin::Xml { url, content_type };
+            }
+            Start::Json {
+                url,
+                content_type,
+                metadata,
+            } => {
+                check_absolute_http(&url, "upload URL")?;
+                upload.begin = Begin::Json {
+                    url,
+                    content_type,
+                    metadata,
+                };
+            }
+            Start::Session(session) => {
+                upload.session = Some(session);
+                upload.sent = None;
+                upload.resumed = true;
+                upload.next = Next::Query;
+            }
+            Start::Resume(state) => upload.adopt(state)?,
+        }
+        Ok(upload)
+    }
+
+    fn adopt(&mut self, state: ResumeState) -> Result<(), UsageError> {
+        if state.fingerprint != self.fingerprint {
+            return Err(UsageError::StateMismatch(
+                "the source's fingerprint differs",
+            ));
+        }
+        match (self.total, state.total) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(UsageError::StateMismatch("the source's size differs"));
+            }
+            (None, Some(t)) => self.total = Some(t),
+            _ => {}
+        }
+        if state.persisted > state.sent || self.total.is_some_and(|t| state.sent > t) {
+            return Err(UsageError::StateMismatch("its offsets are inconsistent"));
+        }
+        // A saved CRC32C continues where it left off; MD5 cannot, so it re-reads from 0.
+        if let (Some(prefix), true, false) =
+            (state.crc32c, self.checksums.crc32c, self.checksums.md5)
+        {
+            if self.total.is_none_or(|t| prefix.len <= t) {
+                self.hasher = Hasher::resume_crc32c(prefix.len, prefix.crc32c);
+            }
+        }
+        self.session = Some(state.session);
+        self.persisted = state.persisted;
+        self.sent = Some(state.sent);
+        self.resumed = true;
+        self.next = Next::Query;
+        Ok(())
+    }
+
+    // ---- getters ----
+
+    /// Bytes the server has acknowledged holding so far.
+    pub fn persisted(&self) -> u64 {
+        self.persisted
+    }
+
+    /// The source's size, once known.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Counters for reporting.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            retries: self.backoff.total_retries(),
+            ..self.stats
+        }
+    }
+
+    /// The session URI, once the start request has succeeded (a secret: do not log it).
+    pub fn session(&self) -> Option<&SessionUri> {
+        self.session.as_ref()
+    }
+
+    /// What to save to resume this upload in a later process; `None` before a session exists
+    /// or once the upload has succeeded (after an error, it is still there: resume it when
+    /// [`Error::is_resumable`] says so, discard it otherwise). Save it whenever it changes, before sending the next
+    /// request, so that `sent` is never behind what the server may hold.
+    pub fn resume_state(&self) -> Option<ResumeState> {
+        if matches!(self.outcome, Some(Ok(_))) {
+            return None;
+        }
+        let session = self.session.clone()?;
+        let crc32c = self.hasher.crc32c().map(|crc32c| HashedPrefix {
+            len: self.hasher.len(),
+            crc32c,
+        });
+        Some(ResumeState {
+            session,
+            total: self.total,
+            persisted: self.persisted,
+            // A bare session (G3) has no known bound; the total is the best one then.
+            sent: self.sent.or(self.total).unwrap_or(self.persisted),
+            crc32c,
+            fingerprint: self.fingerprint.clone(),
+        })
+    }
+
+    /// Asks for the session to be cancelled (G10): once no request is in flight, the next
+    /// action is `DELETE session`, and the outcome is [`Error::Cancelled`]. Before a session
+    /// exists, the upload ends at once. A completion that arrives first still wins.
+    pub fn cancel(&mut self) {
+        if self.outcome.is_none() {
+            self.cancel_requested = true;
+        }
+    }
+
+    // ---- inputs ----
+
+    fn check_id(&self, id: RequestId) -> Result<Kind, UsageError> {
+        if self.outcome.is_some() {
+            return Err(UsageError::Finished);
+        }
+        match &self.in_flight {
+            Some((current, kind)) if *current == id => Ok(kind.clone()),
+            _ => Err(UsageError::UnknownRequest(id.0)),
+        }
+    }
+
+    fn finish(&mut self, outcome: Result<GcsCompletion, Error>) {
+        self.in_flight = None;
+        self.wait_until = None;
+        self.outcome = Some(outcome);
+    }
+
+    /// Schedules a retry after a retryable failure, or ends the upload when the budget is
+    /// spent. After a failure on the session the next request is a status query (G8).
+    fn retry(&mut self, now: Instant, cause: RetryCause, after: Option<std::time::Duration>) {
+        match self.backoff.failure(now, cause, after) {
+            Ok(until) => {
+                self.wait_until = Some(until);
+                if self.next == Next::Upload {
+                    self.next = Next::Query;
+                }
+            }
+            Err(e) => self.finish(Err(e)),
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, kind: Kind, response: Response<Bytes>) {
+        let status = effective_status(&response);
+        let retryable = self.backoff.policy().retries_status(status);
+        match kind {
+            Kind::Start => {
+                if status == StatusCode::OK || status == StatusCode::CREATED {
+                    let base = match &self.begin {
+                        Begin::Xml { url, .. } | Begin::Json { url, .. } => url.clone(),
+                        Begin::Existing => {
+                            return self
+                                .finish(Err(ProtocolViolation::UnexpectedStatus(status).into()));
+                        }
+                    };
+                    match response::location(response.headers(), &base) {
+                        Ok(uri) => {
+                            // `location` only yields absolute http(s), which SessionUri accepts.
+                            match SessionUri::new(uri) {
+                                Ok(session) => {
+                                    self.session = Some(session);
+                                    self.next = Next::Upload;
+                                    self.backoff.progress();
+                                }
+                                Err(_) => {
+                                    self.finish(Err(ProtocolViolation::MissingLocation.into()))
+                                }
+                            }
+                        }
+                        Err(v) => self.finish(Err(v.into())),
+                    }
+                } else if retryable {
+                    self.retry(
+                        now,
+                        RetryCause::Status(status),
+                        retry::retry_after(response.headers()),
+                    );
+                } else {
+                    self.finish(Err(final_error(status, response.body())));
+                }
+            }
+            Kind::Cancel => {
+                // 499 is GCS's answer (G10); a session already gone is cancelled all the same.
+                if status.as_u16() == 499
+                    || status == StatusCode::NOT_FOUND
+                    || status == StatusCode::GONE
+                    || status.is_success()
+                {
+                    self.finish(Err(Error::Cancelled));
+                } else if retryable {
+                    self.retry(
+                        now,
+                        RetryCause::Status(status),
+                        retry::retry_after(response.headers()),
+                    );
+                } else {
+                    self.finish(Err(final_error(status, response.body())));
+                }
+            }
+            Kind::Query | Kind::Chunk { .. } => {
+                self.on_session_response(now, kind, status, response)
+            }
+        }
+    }
+
+    fn on_session_response(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        status: StatusCode,
+        response: Response<Bytes>,
+    ) {
+        if status.as_u16() == PERMANENT_REDIRECT {
+            let claimed = match self.read_persisted(response.headers()) {
+                Ok(c) => c,
+                Err(v) => return self.finish(Err(v.into())),
+            };
+            if self.resumed && self.stats.resumed_from.is_none() {
+                self.stats.resumed_from = Some(claimed);
+            }
+            let progressed = claimed > self.persisted;
+            self.persisted = claimed;
+            // A bare session (G3) learns its first bound here.
+            self.sent = Some(self.sent.map_or(claimed, |s| s.max(claimed)));
+            self.next = Next::Upload;
+            if progressed {
+                self.backoff.progress();
+            } else if matches!(kind, Kind::Chunk { .. }) {
+                // The server took a chunk and stored nothing new: retry, but count it so a
+                // server that never makes progress cannot keep us looping.
+                self.retry(
+                    now,
+                    RetryCause::NoProgress,
+                    retry::retry_after(response.headers()),
+                );
+                if self.outcome.is_none() {
+                    self.next = Next::Upload;
+                }
+            }
+            return;
+        }
+        if status == StatusCode::OK || status == StatusCode::CREATED {
+            return self.on_complete(kind, status, response);
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return self.finish(Err(Error::SessionGone { status }));
+        }
+        if self.backoff.policy().retries_status(status) {
+            self.next = Next::Upload;
+            return self.retry(
+                now,
+                RetryCause::Status(status),
+                retry::retry_after(response.headers()),
+            );
+        }
+        self.finish(Err(final_error(status, response.body())))
+    }
+
+    /// Reads the persisted count from a 308 (G5): no `Range` means 0; the range must start at
+    /// 0, must not claim more than was sent, and must not go backwards.
+    fn read_persisted(&self, headers: &HeaderMap) -> Result<u64, ProtocolViolation> {
+        let mut ranges = headers.get_all(http::header::RANGE).iter();
+        let claimed = match (ranges.next(), ranges.next()) {
+            (None, _) => 0,
+            (Some(_), Some(_)) => return Err(ProtocolViolation::MalformedRange),
+            (Some(value), None) => {
+                let (start, end) = parse_range(value.as_bytes(), RangeForm::BytesPrefix)?;
+                if start != 0 {
+                    return Err(ProtocolViolation::RangeNotFromZero { start });
+                }
+                end
+            }
+        };
+        let bound = self.sent.or(self.total);
+        let claimed = match bound {
+            // gcp-storage-emulator answers `bytes=0-0` before any data: a byte that was never
+            // sent cannot be stored, so that reading means nothing is (G5).
+            Some(0) if claimed == 1 => 0,
+            Some(sent) if claimed > sent => {
+                return Err(ProtocolViolation::RangeBeyondSent { claimed, sent });
+            }
+            _ => claimed,
+        };
+        if let Some(total) = self.total {
+            if claimed > total {
+                return Err(ProtocolViolation::RangeBeyondSent {
+                    claimed,
+                    sent: total,
+                });
+            }
+        }
+        if claimed < self.persisted {
+            return Err(ProtocolViolation::PersistedWentBackwards {
+                before: self.persisted,
+                now: claimed,
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// A 200/201 on the session (G7): accepted only once the whole source was sent with its
+    /// total declared, and checked against the object resource and `x-goog-hash`.
+    fn on_complete(&mut self, kind: Kind, status: StatusCode, response: Response<Bytes>) {
+        let Some(total) = self.total else {
+            return self.finish(Err(ProtocolViolation::PrematureCompletion {
+                sent: self.sent.unwrap_or(0),
+                total: 0,
+            }
+            .into()));
+        };
+        let complete = match &kind {
+            // A chunk declares the total only when it reaches the end (see `plan_chunk`).
+            Kind::Chunk {
+                total: declared, ..
+            } => *declared == Some(total),
+            _ => self.sent.is_none_or(|sent| sent == total),
+        };
+        if !complete {
+            let sent = self.sent.unwrap_or(0);
+            return self.finish(Err(
+                ProtocolViolation::PrematureCompletion { sent, total }.into()
+            ));
+        }
+        let body = response.body().clone();
+        let object = response::json(&body).map(|v| parse_object(&v));
+        let header_hash = checksum::parse_x_goog_hash(response.headers());
+        let crc32c = if self.hasher.len() == total {
+            self.hasher.crc32c()
+        } else {
+            None
+        };
+        let md5 = if self.hasher.len() == total {
+            self.hasher.md5()
+        } else {
+            None
+        };
+        let mut verified = Verification::default();
+        if let Some(stored) = object.as_ref().and_then(|o| o.size) {
+            if stored != total {
+                return self.finish(Err(IntegrityError::Size {
+                    stored,
+                    sent: total,
+                }
+                .into()));
+            }
+            verified.size = true;
+        }
+        let server_crc = object
+            .as_ref()
+            .and_then(|o| o.crc32c)
+            .into_iter()
+            .chain(header_hash.crc32c);
+        for server in server_crc {
+            if let Some(computed) = crc32c {
+                if server != computed {
+                    return self.finish(Err(IntegrityError::Crc32c { server, computed }.into()));
+                }
+                verified.crc32c = true;
+            }
+        }
+        let server_md5 = object
+            .as_ref()
+            .and_then(|o| o.md5)
+            .into_iter()
+            .chain(header_hash.md5);
+        for server in server_md5 {
+            if let Some(computed) = md5 {
+                if server != computed {
+                    return self.finish(Err(IntegrityError::Md5.into()));
+                }
+                verified.md5 = true;
+            }
+        }
+        self.persisted = total;
+        let body = if body.len() > response::MAX_PARSED_BODY {
+            body.slice(..response::MAX_PARSED_BODY)
+        } else {
+            body
+        };
+        self.finish(Ok(GcsCompletion {
+            status,
+            size: total,
+            object,
+            crc32c,
+            md5,
+            verified,
+            body,
+        }));
+    }
+
+    // ---- planning ----
+
+    /// The source bytes the core must see before the next chunk, if any.
+    fn pending_read(&self) -> Option<Range<u64>> {
+        let needs_bytes = self.checksums.any() || self.total.is_none();
+        if !needs_bytes || self.next != Next::Upload {
+            return None;
+        }
+        let seen = self.hasher.len();
+        let want = self.chunk.chunk_at(self.persisted, self.total).end;
+        if seen >= want || self.total.is_some_and(|t| seen >= t) {
+            return None;
+        }
+        Some(seen..want.min(seen.saturating_add(self.chunk.get())))
+    }
+
+    fn plan_chunk(&self) -> Kind {
+        let range = self.chunk.chunk_at(self.persisted, self.total);
+        // The total is declared once the chunk reaches the end (G4); `bytes */T` when nothing
+        // is left to send.
+        let declares = self.total.filter(|t| range.end == *t);
+        Kind::Chunk {
+            range,
+            total: declares,
+        }
+    }
+
+    fn build(&self, id: RequestId, kind: &Kind) -> Send {
+        let mut headers = HeaderMap::new();
+        let (method, uri, body) = match kind {
+            Kind::Start => match &self.begin {
+                Begin::Xml { url, content_type } => {
+                    // G1: exactly these headers (signed URLs sign them).
+                    headers.insert(X_GOOG_RESUMABLE, HeaderValue::from_static("start"));
+                    headers.insert(CONTENT_TYPE, content_type.clone());
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                    (Method::POST, url.clone(), Body::empty())
+                }
+                Begin::Json {
+                    url,
+                    content_type,
+                    metadata,
+                } => {
+                    // G2.
+                    headers.insert(X_UPLOAD_CONTENT_TYPE, content_type.clone());
+                    if let Some(t) = self.total {
+                        headers.insert(X_UPLOAD_CONTENT_LENGTH, HeaderValue::from(t));
+                    }
+                    let body = match metadata {
+                        Some(m) => {
+                            headers.insert(
+                                CONTENT_TYPE,
+                                HeaderValue::from_static("application/json; charset=UTF-8"),
+                            );
+                            Body::bytes(m.clone())
+                        }
+                        None => Body::empty(),
+                    };
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    (Method::POST, url.clone(), body)
+                }
+                Begin::Existing => (Method::PUT, self.session_uri(), Body::empty()),
+            },
+            Kind::Query => {
+                // G6.
+                headers.insert(http::header::CONTENT_RANGE, content_range(0..0, self.total));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                (Method::PUT, self.session_uri(), Body::empty())
+            }
+            Kind::Chunk { range, total } => {
+                // G4.
+                headers.insert(
+                    http::header::CONTENT_RANGE,
+                    content_range(range.clone(), *total),
+                );
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+                if let Some(t) = total {
+                    if self.hasher.len() == *t {
+                        if let Some(v) =
+                            checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
+                        {
+                            headers.insert(X_GOOG_HASH, v);
+                        }
+                    }
+                }
+                (Method::PUT, self.session_uri(), Body::source(range.clone()))
+            }
+            Kind::Cancel => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                (Method::DELETE, self.session_uri(), Body::empty())
+            }
+        };
+        if *kind == Kind::Start {
+            for (name, value) in &self.start_headers {
+                headers.append(name.clone(), value.clone());
+            }
+        } else if self.no_308 && *kind != Kind::Cancel {
+            headers.insert(X_GUPLOADER_NO_308, HeaderValue::from_static("yes"));
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Send { id, request, body }
+    }
+
+    fn session_uri(&self) -> Uri {
+        self.session
+            .as_ref()
+            .map(|s| s.expose().clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Upload for GcsUpload {
+    type Output = GcsCompletion;
+
+    fn poll_action(&mut self, now: Instant) -> Action<GcsCompletion> {
+        self.backoff.observe_start(now);
+        if let Some(outcome) = &self.outcome {
+            return Action::Done(outcome.clone());
+        }
+        if let Some((id, kind)) = &self.in_flight {
+            return Action::Send(self.build(*id, kind));
+        }
+        if self.cancel_requested && self.next != Next::Cancel {
+            if self.session.is_none() {
+                self.finish(Err(Error::Cancelled));
+                return self.poll_action(now);
+            }
+            self.next = Next::Cancel;
+            self.wait_until = None;
+        }
+        if let Some(until) = self.wait_until {
+            if now < until {
+                return Action::Wait(until);
+            }
+            self.wait_until = None;
+        }
+        let kind = match self.next {
+            Next::Start => Kind::Start,
+            Next::Query => Kind::Query,
+            Next::Cancel => Kind::Cancel,
+            Next::Upload => {
+                if let Some(range) = self.pending_read() {
+                    return Action::Read(Read { range });
+                }
+                self.plan_chunk()
+            }
+        };
+        if let Kind::Chunk { range, .. } = &kind {
+            self.sent = self.sent.map(|s| s.max(range.end));
+            self.stats.bytes_sent += range.end - range.start;
+        }
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.stats.requests += 1;
+        let send = self.build(id, &kind);
+        self.in_flight = Some((id, kind));
+        Action::Send(send)
+    }
+
+    fn handle_read(&mut self, _now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
+        if self.outcome.is_some() {
+            return Err(UsageError::Finished);
+        }
+        let expected = if self.in_flight.is_some() || self.wait_until.is_some() {
+            None
+        } else {
+            self.pending_read()
+        };
+        let Some(range) = expected else {
+            return Err(UsageError::UnexpectedRead {
+                offset,
+                expected: "no read was asked for",
+            });
+        };
+        if offset != range.start {
+            return Err(UsageError::UnexpectedRead {
+                offset,
+                expected: "the read starts elsewhere",
+            });
+        }
+        let asked = range.end - range.start;
+        let given = bytes.len() as u64;
+        if given > asked {
+            return Err(UsageError::ReadTooLong { asked, given });
+        }
+        self.hasher.update(bytes);
+        if given < asked {
+            let ended_at = offset + given;
+            match self.total {
+                // The source shrank: sending it would silently alter the upload.
+                Some(declared) => {
+                    self.finish(Err(UsageError::SourceTooShort { ended_at, declared }.into()))
+                }
+                None => self.total = Some(ended_at),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: Response<Bytes>,
+    ) -> Result<(), UsageError> {
+        let kind = self.check_id(id)?;
+        self.in_flight = None;
+        self.on_response(now, kind, response);
+        Ok(())
+    }
+
+    fn handle_failure(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        failure: TransportFailure,
+    ) -> Result<(), UsageError> {
+        let kind = self.check_id(id)?;
+        self.in_flight = None;
+        if !self.backoff.policy().retry_transport {
+            self.finish(Err(Error::Transport(failure)));
+            return Ok(());
+        }
+        if matches!(kind, Kind::Chunk { .. } | Kind::Query) {
+            self.next = Next::Upload; // becomes a status query in `retry` (G8)
+        }
+        self.retry(now, RetryCause::Transport(failure), None);
+        Ok(())
+    }
+}
+
+/// The status to act on: `200` with `X-Http-Status-Code-Override: 308` is a 308 (G11).
+fn effective_status(response: &Response<Bytes>) -> StatusCode {
+    let status = response.status();
+    if status == StatusCode::OK {
+        if let Some(v) = response.headers().get(X_HTTP_STATUS_CODE_OVERRIDE) {
+            if v.as_bytes().trim_ascii() == b"308" {
+                return StatusCode::PERMANENT_REDIRECT;
+            }
+        }
+    }
+    status
+}
+
+/// A status that ends the upload: the server refused (4xx/5xx), or answered with a status the
+/// protocol has no place for (1xx, other 2xx, 3xx other than 308).
+fn final_error(status: StatusCode, body: &[u8]) -> Error {
+    if status.is_client_error() || status.is_server_error() {
+        Error::Server {
+            status,
+            message: response::server_message(body),
+        }
+    } else {
+        ProtocolViolation::UnexpectedStatus(status).into()
+    }
+}
+
+fn parse_object(v: &serde_json::Value) -> ObjectResource {
+    let text = |key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
+    let size = match v.get("size") {
+        Some(serde_json::Value::String(s)) => crate::range::parse_decimal(s),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        _ => None,
+    };
+    ObjectResource {
+        name: text("name"),
+        bucket: text("bucket"),
+        generation: text("generation"),
+        size,
+        crc32c: text("crc32c").and_then(|s| checksum::parse_crc32c_base64(&s)),
+        md5: text("md5Hash").and_then(|s| checksum::parse_md5_base64(&s)),
+        media_link: text("mediaLink"),
+    }
+}

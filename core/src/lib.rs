@@ -1,0 +1,113 @@
+//! Sans-IO resumable uploads: the protocol state machines, and nothing else.
+//!
+//! This crate opens no sockets or files, reads no clock, spawns nothing, and draws no
+//! randomness of its own. An upload describes each request as an [`http::Request`] plus a
+//! [`Body`] that names a byte range of *your* source, tells you when to wait, and consumes the
+//! responses you hand back. Drivers (blocking over ureq, async over any runtime, or your own
+//! HTTP stack) are thin loops around it.
+//!
+//! Protocols:
+//! - [`gcs`]: Google Cloud Storage resumable uploads (XML/signed-URL start, JSON API start,
+//!   resuming an existing session), which is also what Twitter's batch compliance
+//!   `upload_url` is.
+//!
+//! Shared pieces, used by every protocol: [`range`] (`Content-Range`/`Range`), [`retry`]
+//! (policy as plain data, seeded jitter), [`chunk`] (chunk planning), [`checksum`]
+//! (CRC32C/MD5), [`response`] (`Location`, server messages), [`secret`] (redaction).
+//!
+//! # Driving an upload
+//!
+//! Poll for an [`Action`], do what it says, hand back the result, repeat until
+//! [`Action::Done`]. Here the "network" is a tiny in-memory server, so the example runs:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
+//! use resumable_core::{Action, TransportFailure, Upload};
+//!
+//! /// Your HTTP stack: send `request` with `body`, return the response (any status).
+//! fn send(
+//!     server: &mut Vec<u8>,
+//!     request: &http::Request<()>,
+//!     body: &[u8],
+//! ) -> Result<http::Response<Bytes>, TransportFailure> {
+//!     let builder = http::Response::builder();
+//!     let response = if request.method() == http::Method::POST {
+//!         builder.status(201).header("location", "https://storage.example/session?upload_id=s")
+//!     } else {
+//!         server.extend_from_slice(body);
+//!         let range = request.headers()["content-range"].to_str().unwrap();
+//!         if range.ends_with("/*") || !range.ends_with(&format!("-{}/{}", server.len() - 1, server.len())) {
+//!             builder.status(308).header("range", format!("bytes=0-{}", server.len() - 1))
+//!         } else {
+//!             builder.status(200)
+//!         }
+//!     };
+//!     Ok(response.body(Bytes::new()).unwrap())
+//! }
+//!
+//! let source = vec![7u8; 600 * 1024];
+//! let mut config = GcsConfig::new(Some(source.len() as u64));
+//! config.chunk_size = 256 * 1024;
+//! let start = Start::Xml {
+//!     url: "https://storage.example/bucket/ids.txt?X-Goog-Signature=x".parse().unwrap(),
+//!     content_type: http::HeaderValue::from_static("text/plain"),
+//! };
+//! let mut upload = GcsUpload::new(start, config).unwrap();
+//!
+//! let mut server = Vec::new();
+//! let mut now = Instant::now(); // the driver owns the clock
+//! let outcome = loop {
+//!     match upload.poll_action(now) {
+//!         Action::Read(read) => {
+//!             // Hand in the bytes the core needs to see (here: to checksum them).
+//!             let (a, b) = (read.range.start as usize, read.range.end as usize);
+//!             upload.handle_read(now, read.range.start, &source[a..b.min(source.len())]).unwrap();
+//!         }
+//!         Action::Send(send_action) => {
+//!             let r = &send_action.body.source;
+//!             let body = &source[r.start as usize..r.end as usize];
+//!             match send(&mut server, &send_action.request, body) {
+//!                 Ok(response) => upload.handle_response(now, send_action.id, response).unwrap(),
+//!                 Err(failure) => upload.handle_failure(now, send_action.id, failure).unwrap(),
+//!             }
+//!         }
+//!         Action::Wait(until) => now = until, // a real driver sleeps until `until`
+//!         Action::Done(outcome) => break outcome,
+//!     }
+//! };
+//! let completion = outcome.expect("uploaded");
+//! assert_eq!(completion.size, source.len() as u64);
+//! assert_eq!(server, source);
+//! # let _ = Duration::ZERO;
+//! ```
+//!
+//! # Panics
+//!
+//! None on any input from the network or the caller: malformed headers and bodies become
+//! [`ProtocolViolation`]s, misuse becomes a [`UsageError`]. Every loop is bounded by the
+//! retry budget and by the source's size. There is no `unsafe` code.
+//!
+//! # Secrets
+//!
+//! Session URIs are bearer capabilities and start headers may carry credentials: `Debug` of
+//! every type here redacts them, and no error message contains them.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod checksum;
+pub mod chunk;
+pub mod error;
+pub mod gcs;
+pub mod range;
+pub mod response;
+pub mod retry;
+pub mod secret;
+
+pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
+pub use error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
+pub use retry::RetryPolicy;
+pub use secret::SessionUri;

@@ -1,0 +1,1 @@
+//! Conformance server (in progress).
