@@ -125,9 +125,10 @@ impl fmt::Debug for Send {
 /// A range of the source the core needs to see before it can go on (to checksum it, or to
 /// learn where a source of unknown size ends).
 ///
-/// Hand the bytes in with [`Upload::handle_read`], starting at `range.start`. Hand in exactly
-/// `range.end - range.start` bytes, or fewer only when the source ends there (which tells the
-/// core the total size). The range is never longer than the upload's chunk size.
+/// Hand the bytes in with [`Upload::handle_read`], starting at `range.start`: any non-empty
+/// prefix of the range (the next poll asks for the rest), or an empty slice when the source
+/// ends at `range.start` (which tells the core the total size). The range is never longer than
+/// the upload's chunk size, and never starts before an earlier read's end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Read {
     /// The half-open byte range of the source to hand in.
@@ -195,7 +196,10 @@ pub trait Upload {
     /// The next thing to do, given the current time. Never blocks, never panics.
     fn poll_action(&mut self, now: Instant) -> Action<Self::Output>;
 
-    /// Hand in the source bytes asked for by an [`Action::Read`], starting at `offset`.
+    /// Hand in source bytes asked for by an [`Action::Read`]: a non-empty prefix of the range,
+    /// starting at `offset == range.start`; or an empty slice to say the source ends at
+    /// `offset`. If the source's size was declared and it ends early, the upload ends with
+    /// [`UsageError::SourceTooShort`] (sending it would alter what the user uploads).
     ///
     /// # Errors
     /// [`UsageError`] when nothing was asked, `offset` is not where the read starts, more bytes

@@ -935,8 +935,8 @@ impl Upload for GcsUpload {
             return Err(UsageError::ReadTooLong { asked, given });
         }
         self.hasher.update(bytes);
-        if given < asked {
-            let ended_at = offset + given;
+        if given == 0 {
+            let ended_at = offset;
             match self.total {
                 // The source shrank: sending it would silently alter the upload.
                 Some(declared) => {

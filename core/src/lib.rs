@@ -61,7 +61,8 @@
 //! let outcome = loop {
 //!     match upload.poll_action(now) {
 //!         Action::Read(read) => {
-//!             // Hand in the bytes the core needs to see (here: to checksum them).
+//!             // Hand in the bytes the core needs to see (here: to checksum them); an empty
+//!             // slice would say the source ends here.
 //!             let (a, b) = (read.range.start as usize, read.range.end as usize);
 //!             upload.handle_read(now, read.range.start, &source[a..b.min(source.len())]).unwrap();
 //!         }
