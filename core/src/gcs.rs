@@ -667,10 +667,10 @@ impl GcsUpload {
             .into()));
         };
         let complete = match &kind {
-            // A chunk declares the total only when it reaches the end (see `plan_chunk`).
             Kind::Chunk {
-                total: declared, ..
-            } => *declared == Some(total),
+                range,
+                total: declared,
+            } => *declared == Some(total) && range.end == total,
             _ => self.sent.is_none_or(|sent| sent == total),
         };
         if !complete {
@@ -763,13 +763,12 @@ impl GcsUpload {
     }
 
     fn plan_chunk(&self) -> Kind {
+        // The total is declared whenever it is known, `*` until then (G4); the range is empty
+        // (`bytes */T`) when everything is stored but completion was not yet confirmed.
         let range = self.chunk.chunk_at(self.persisted, self.total);
-        // The total is declared once the chunk reaches the end (G4); `bytes */T` when nothing
-        // is left to send.
-        let declares = self.total.filter(|t| range.end == *t);
         Kind::Chunk {
             range,
-            total: declares,
+            total: self.total,
         }
     }
 
@@ -822,13 +821,12 @@ impl GcsUpload {
                     content_range(range.clone(), *total),
                 );
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
-                if let Some(t) = total {
-                    if self.hasher.len() == *t {
-                        if let Some(v) =
-                            checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
-                        {
-                            headers.insert(X_GOOG_HASH, v);
-                        }
+                // The final request carries the whole source's checksums for the server (G7).
+                let is_final = *total == Some(range.end);
+                if is_final && self.hasher.len() == range.end {
+                    if let Some(v) = checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
+                    {
+                        headers.insert(X_GOOG_HASH, v);
                     }
                 }
                 (Method::PUT, self.session_uri(), Body::source(range.clone()))
