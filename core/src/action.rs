@@ -21,6 +21,12 @@ use crate::error::{Error, UsageError};
 pub struct RequestId(pub(crate) u64);
 
 impl RequestId {
+    /// An id with the given number, for [`Upload`] implementations outside this crate and for
+    /// tests of drivers. An upload must never hand out the same id twice.
+    pub fn new(number: u64) -> Self {
+        RequestId(number)
+    }
+
     /// The id as a number, for logs. Ids grow by one per request an upload hands out.
     pub fn get(self) -> u64 {
         self.0
@@ -92,6 +98,9 @@ impl fmt::Debug for Body {
 }
 
 /// A request the driver must send now.
+///
+/// The source range of a `Send` never starts before the start of an earlier `Send`'s source
+/// range, nor before [`Upload::persisted`]: a driver of a stream may drop bytes below that.
 ///
 /// Send `request` (method, URI, headers exactly as given) with the bytes of `body`, then report
 /// the outcome with [`Upload::handle_response`] (any status, including 4xx/5xx and 308: do not
@@ -195,6 +204,11 @@ pub trait Upload {
 
     /// The next thing to do, given the current time. Never blocks, never panics.
     fn poll_action(&mut self, now: Instant) -> Action<Self::Output>;
+
+    /// Source bytes the server has acknowledged holding, from the start: they are never
+    /// asked for or sent again, and the count never decreases. For progress display, and so a
+    /// driver of a non-seekable source knows what it may drop.
+    fn persisted(&self) -> u64;
 
     /// Hand in source bytes asked for by an [`Action::Read`]: a non-empty prefix of the range,
     /// starting at `offset == range.start`; or an empty slice to say the source ends at

@@ -861,6 +861,10 @@ impl GcsUpload {
 impl Upload for GcsUpload {
     type Output = GcsCompletion;
 
+    fn persisted(&self) -> u64 {
+        self.persisted
+    }
+
     fn poll_action(&mut self, now: Instant) -> Action<GcsCompletion> {
         self.backoff.observe_start(now);
         if let Some(outcome) = &self.outcome {
