@@ -1,2 +1,68 @@
-//! The `resumable` command-line tool (in progress).
-fn main() {}
+//! `resumable`: resumable and chunked uploads from the command line.
+//!
+//! Exit codes (a contract scripts rely on): 0 success; 1 the upload failed (the cause in
+//! words, and how to resume when the session can be resumed); 2 bad usage or input (one line);
+//! 130 interrupted by Ctrl-C, with the resume state saved.
+
+mod gcs;
+mod output;
+mod size;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Resumable and chunked uploads: Google Cloud Storage resumable sessions (what Twitter's
+/// batch compliance upload_url is), with resume after interruption.
+#[derive(Parser, Debug)]
+#[command(name = "resumable", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload a file through a Google Cloud Storage resumable session.
+    Gcs(gcs::GcsArgs),
+}
+
+/// How a command ended; mapped to the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or input: exit 2 with this one-line message.
+    Usage(String),
+    /// The upload failed: exit 1 with these lines.
+    Upload(Vec<String>),
+    /// Ctrl-C: exit 130 with this line.
+    Interrupted(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gcs(args) => gcs::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Upload(lines)) => {
+            for (i, line) in lines.iter().enumerate() {
+                if i == 0 {
+                    eprintln!("error: {line}");
+                } else {
+                    eprintln!("  {line}");
+                }
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Interrupted(message)) => {
+            eprintln!("interrupted: {message}");
+            ExitCode::from(130)
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Where a resumable upload's state is kept between runs.
+//!
+//! By default one file per upload in the per-user state folder (`$XDG_STATE_HOME/resumable`,
+//! else `~/.local/state/resumable`), named by a SHA-256 of what identifies the upload: the
+//! protocol, the file's absolute path, size and modification time, and the URL. The file holds
+//! the session URI, a bearer capability, so it is written with mode 0600 in a 0700 folder,
+//! atomically (temporary file, then rename), and removed when the upload succeeds.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The saved state of one upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Format version; a file of another version is ignored.
+    pub version: u32,
+    /// Which protocol the state is for ("gcs").
+    pub protocol: String,
+    /// The core's GCS resume state.
+    pub gcs: Option<resumable_core::gcs::ResumeState>,
+}
+
+/// The current format version.
+pub const VERSION: u32 = 1;
+
+/// The default state file for an upload identified by `key` (protocol, path, size, mtime, URL).
+pub fn default_path(key: &str) -> io::Result<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local").join("state")))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no home folder for the state"))?;
+    let digest = Sha256::digest(key.as_bytes());
+    let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    Ok(base.join("resumable").join(format!("{name}.json")))
+}
+
+/// Reads a saved state; `Ok(None)` when there is none or it is of another version.
+pub fn load(path: &Path) -> io::Result<Option<Saved>> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match serde_json::from_slice::<Saved>(&text) {
+        Ok(saved) if saved.version == VERSION => Ok(Some(saved)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the state file is not valid: {e}"),
+        )),
+    }
+}
+
+/// Writes the state atomically with owner-only permissions.
+pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    let text = serde_json::to_vec_pretty(saved).map_err(io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = private_file(&tmp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Removes the state (after success, or when it can no longer be resumed).
+pub fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    fs::File::create(path)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resumable_core::SessionUri;
+    use resumable_core::gcs::ResumeState;
+
+    fn saved() -> Saved {
+        Saved {
+            version: VERSION,
+            protocol: "gcs".into(),
+            gcs: Some(ResumeState {
+                session: SessionUri::parse("http://127.0.0.1:1/s?upload_id=x").unwrap(),
+                total: Some(10),
+                persisted: 4,
+                sent: 8,
+                crc32c: None,
+                fingerprint: "f".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn state_round_trips_with_owner_only_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("s.json");
+        assert_eq!(load(&path).unwrap(), None);
+        save(&path, &saved()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(saved()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        remove(&path);
+        assert_eq!(load(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn default_path_depends_on_every_part_of_the_key() {
+        let a = default_path("gcs|/a|10|1|http://x").unwrap();
+        let b = default_path("gcs|/a|10|2|http://x").unwrap();
+        assert_ne!(a, b);
+        assert!(a.to_string_lossy().contains("resumable"));
+    }
+
+    #[test]
+    fn a_corrupt_state_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        fs::write(&path, b"{not json").unwrap();
+        assert_eq!(load(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+}
