@@ -151,7 +151,8 @@ pub struct ResumeState {
     /// Bytes the server acknowledged holding.
     pub persisted: u64,
     /// The end of the furthest byte ever sent: the server cannot hold more than this (G5).
-    pub sent: u64,
+    /// `None` when unknown (a bare session URI, G3, that has not been queried yet).
+    pub sent: Option<u64>,
     /// CRC32C of the source's first `len` bytes, so a resumed run need not re-read them.
     pub crc32c: Option<HashedPrefix>,
     /// The caller's fingerprint of the source (see [`GcsConfig::fingerprint`]).
@@ -255,6 +256,16 @@ enum Next {
     Query,
     Upload,
     Cancel,
+    /// The server said complete; the rest of the source is read to check it (G7).
+    Verify,
+}
+
+/// A completion (200/201) held until the source has been read far enough to check it.
+#[derive(Clone, Debug)]
+struct Completing {
+    status: StatusCode,
+    body: Bytes,
+    header_hash: checksum::GoogHash,
 }
 
 #[derive(Clone)]
@@ -294,6 +305,7 @@ pub struct GcsUpload {
     in_flight: Option<(RequestId, Kind)>,
     wait_until: Option<Instant>,
     cancel_requested: bool,
+    completing: Option<Completing>,
     outcome: Option<Result<GcsCompletion, Error>>,
     backoff: Backoff,
     next_id: u64,
@@ -343,6 +355,7 @@ impl GcsUpload {
             in_flight: None,
             wait_until: None,
             cancel_requested: false,
+            completing: None,
             outcome: None,
             backoff: Backoff::new(config.retry),
             next_id: 0,
@@ -389,7 +402,12 @@ impl GcsUpload {
             (None, Some(t)) => self.total = Some(t),
             _ => {}
         }
-        if state.persisted > state.sent || self.total.is_some_and(|t| state.sent > t) {
+        let sent_bound = state.sent.unwrap_or(u64::MAX);
+        if state.persisted > sent_bound
+            || self
+                .total
+                .is_some_and(|t| state.sent.is_some_and(|s| s > t))
+        {
             return Err(UsageError::StateMismatch("its offsets are inconsistent"));
         }
         // A saved CRC32C continues where it left off; MD5 cannot, so it re-reads from 0.
@@ -402,7 +420,7 @@ impl GcsUpload {
         }
         self.session = Some(state.session);
         self.persisted = state.persisted;
-        self.sent = Some(state.sent);
+        self.sent = state.sent;
         self.resumed = true;
         self.next = Next::Query;
         Ok(())
@@ -450,8 +468,7 @@ impl GcsUpload {
             session,
             total: self.total,
             persisted: self.persisted,
-            // A bare session (G3) has no known bound; the total is the best one then.
-            sent: self.sent.or(self.total).unwrap_or(self.persisted),
+            sent: self.sent,
             crc32c,
             fingerprint: self.fingerprint.clone(),
         })
@@ -461,7 +478,7 @@ impl GcsUpload {
     /// action is `DELETE session`, and the outcome is [`Error::Cancelled`]. Before a session
     /// exists, the upload ends at once. A completion that arrives first still wins.
     pub fn cancel(&mut self) {
-        if self.outcome.is_none() {
+        if self.outcome.is_none() && self.completing.is_none() {
             self.cancel_requested = true;
         }
     }
@@ -657,41 +674,58 @@ impl GcsUpload {
     }
 
     /// A 200/201 on the session (G7): accepted only once the whole source was sent with its
-    /// total declared, and checked against the object resource and `x-goog-hash`.
+    /// total declared. It is checked against the object resource and `x-goog-hash` once the
+    /// core has seen the whole source (a resumed upload reads what it has not seen first).
     fn on_complete(&mut self, kind: Kind, status: StatusCode, response: Response<Bytes>) {
-        let Some(total) = self.total else {
-            return self.finish(Err(ProtocolViolation::PrematureCompletion {
-                sent: self.sent.unwrap_or(0),
-                total: 0,
-            }
-            .into()));
-        };
-        let complete = match &kind {
+        let premature = match &kind {
             Kind::Chunk {
                 range,
                 total: declared,
-            } => *declared == Some(total) && range.end == total,
-            _ => self.sent.is_none_or(|sent| sent == total),
+            } => declared.is_none_or(|t| range.end != t),
+            // A bare session (G3) has no history: its size is learned by reading the source.
+            _ => match (self.sent, self.total) {
+                (None, _) => false,
+                (Some(sent), Some(total)) => sent != total,
+                (Some(_), None) => true,
+            },
         };
-        if !complete {
+        if premature {
             let sent = self.sent.unwrap_or(0);
+            let total = self.total.unwrap_or(0);
             return self.finish(Err(
                 ProtocolViolation::PrematureCompletion { sent, total }.into()
             ));
         }
-        let body = response.body().clone();
-        let object = response::json(&body).map(|v| parse_object(&v));
-        let header_hash = checksum::parse_x_goog_hash(response.headers());
-        let crc32c = if self.hasher.len() == total {
-            self.hasher.crc32c()
-        } else {
-            None
+        let mut body = response.body().clone();
+        body.truncate(response::MAX_PARSED_BODY);
+        self.completing = Some(Completing {
+            status,
+            header_hash: checksum::parse_x_goog_hash(response.headers()),
+            body,
+        });
+        self.next = Next::Verify;
+        self.wait_until = None;
+        self.cancel_requested = false;
+    }
+
+    /// Checks a held completion against the source, once nothing is left to read.
+    fn finish_completion(&mut self) {
+        let Some(done) = self.completing.take() else {
+            return;
         };
-        let md5 = if self.hasher.len() == total {
-            self.hasher.md5()
-        } else {
-            None
+        let Some(total) = self.total else {
+            let sent = self.sent.unwrap_or(0);
+            return self.finish(Err(ProtocolViolation::PrematureCompletion {
+                sent,
+                total: 0,
+            }
+            .into()));
         };
+        let object = response::json(&done.body).map(|v| parse_object(&v));
+        let header_hash = done.header_hash;
+        let covered = self.hasher.len() == total;
+        let crc32c = self.hasher.crc32c().filter(|_| covered);
+        let md5 = self.hasher.md5().filter(|_| covered);
         let mut verified = Verification::default();
         if let Some(stored) = object.as_ref().and_then(|o| o.size) {
             if stored != total {
@@ -730,19 +764,14 @@ impl GcsUpload {
             }
         }
         self.persisted = total;
-        let body = if body.len() > response::MAX_PARSED_BODY {
-            body.slice(..response::MAX_PARSED_BODY)
-        } else {
-            body
-        };
         self.finish(Ok(GcsCompletion {
-            status,
+            status: done.status,
             size: total,
             object,
             crc32c,
             md5,
             verified,
-            body,
+            body: done.body,
         }));
     }
 
@@ -750,12 +779,17 @@ impl GcsUpload {
 
     /// The source bytes the core must see before the next chunk, if any.
     fn pending_read(&self) -> Option<Range<u64>> {
-        let needs_bytes = self.checksums.any() || self.total.is_none();
-        if !needs_bytes || self.next != Next::Upload {
-            return None;
-        }
         let seen = self.hasher.len();
-        let want = self.chunk.chunk_at(self.persisted, self.total).end;
+        let want = match (self.next, self.total) {
+            // Before a chunk: its bytes, to checksum them or find where a stream ends.
+            (Next::Upload, _) if self.checksums.any() || self.total.is_none() => {
+                self.chunk.chunk_at(self.persisted, self.total).end
+            }
+            // Before accepting a completion: the rest of the source, to check it (G7).
+            (Next::Verify, Some(total)) if self.checksums.any() => total,
+            (Next::Verify, None) => seen.saturating_add(self.chunk.get()),
+            _ => return None,
+        };
         if seen >= want || self.total.is_some_and(|t| seen >= t) {
             return None;
         }
@@ -896,6 +930,13 @@ impl Upload for GcsUpload {
                     return Action::Read(Read { range });
                 }
                 self.plan_chunk()
+            }
+            Next::Verify => {
+                if let Some(range) = self.pending_read() {
+                    return Action::Read(Read { range });
+                }
+                self.finish_completion();
+                return self.poll_action(now);
             }
         };
         if let Kind::Chunk { range, .. } = &kind {

@@ -482,7 +482,7 @@ fn g5_one_byte_claim_before_any_data_reads_as_zero() {
         session: SessionUri::parse(SESSION).unwrap(),
         total: Some(10),
         persisted: 0,
-        sent: 0,
+        sent: Some(0),
         crc32c: None,
         fingerprint: String::new(),
     };

@@ -123,7 +123,7 @@ mod tests {
                 session: SessionUri::parse("http://127.0.0.1:1/s?upload_id=x").unwrap(),
                 total: Some(10),
                 persisted: 4,
-                sent: 8,
+                sent: Some(8),
                 crc32c: None,
                 fingerprint: "f".into(),
             }),
