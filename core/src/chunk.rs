@@ -69,6 +69,53 @@ pub fn round_to_granule(size: u64, granule: u64) -> u64 {
     nearest.max(granule)
 }
 
+/// The largest multiple of `granule` that is at most `size`, but at least one granule: for a
+/// size computed at run time (TON's adaptive chunk size, T4), where rounding up could break an
+/// upper limit. A caller whose limit is below one granule must handle that itself.
+pub fn round_down_to_granule(size: u64, granule: u64) -> u64 {
+    let granule = granule.max(1);
+    (size / granule * granule).max(granule)
+}
+
+/// How many bytes take `target` to send at the rate seen when `bytes` took `elapsed`
+/// (saturating; `u64::MAX` when `elapsed` is zero, that is, too fast to measure). For sizing
+/// chunks to the link (T4: a chunk should upload in about 30 s).
+pub fn size_for_rate(bytes: u64, elapsed: std::time::Duration, target: std::time::Duration) -> u64 {
+    let elapsed = elapsed.as_nanos();
+    if elapsed == 0 {
+        return u64::MAX;
+    }
+    let size = u128::from(bytes).saturating_mul(target.as_nanos()) / elapsed;
+    u64::try_from(size).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rounding_down_stays_at_or_below_the_size_t4() {
+        assert_eq!(round_down_to_granule(5000, 1024), 4096);
+        assert_eq!(round_down_to_granule(4096, 1024), 4096);
+        assert_eq!(round_down_to_granule(10, 1024), 1024);
+        assert_eq!(round_down_to_granule(7, 0), 7);
+    }
+
+    #[test]
+    fn size_for_rate_scales_to_the_target_t4() {
+        let s = Duration::from_secs;
+        assert_eq!(size_for_rate(1000, s(1), s(20)), 20_000);
+        assert_eq!(size_for_rate(1 << 20, s(40), s(20)), 1 << 19);
+        assert_eq!(size_for_rate(1, Duration::ZERO, s(20)), u64::MAX);
+        assert_eq!(
+            size_for_rate(u64::MAX, Duration::from_nanos(1), s(20)),
+            u64::MAX
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

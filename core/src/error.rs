@@ -55,6 +55,77 @@ pub enum Error {
     /// What the server holds differs from what was sent.
     #[error("integrity check failed: {0}")]
     Integrity(#[from] IntegrityError),
+    /// The upload passed its expiry time (TON's `Expires`, T3) and the server no longer has
+    /// it (it answered 404/410 at or after that time): the upload must start again.
+    #[error(
+        "the upload expired and the server no longer has it ({status}); the upload must start again"
+    )]
+    Expired {
+        /// The HTTP status that said the upload is gone.
+        status: StatusCode,
+    },
+    /// The Twitter/X API refused with a typed error body (M5): v1.1
+    /// `{"errors":[{"code","message"}]}` or `{"request","error"}`, or a v2 RFC 7807 problem.
+    #[error(
+        "API error {status}{}{}{}",
+        code_suffix(.code),
+        problem_suffix(.problem),
+        message_suffix(.message)
+    )]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The API's error code (`errors[0].code`), when given.
+        code: Option<i64>,
+        /// The RFC 7807 problem `type` (a URI naming the kind of problem), when given.
+        problem: Option<String>,
+        /// The API's own message (trimmed, at most 200 characters).
+        message: Option<String>,
+    },
+    /// Server-side media processing failed: `state: failed`, or an `error` object in
+    /// `processing_info`, which is terminal whatever the state says (M4).
+    #[error(
+        "media processing failed{}{}{}",
+        code_suffix(.code),
+        name_suffix(.name),
+        message_suffix(.message)
+    )]
+    ProcessingFailed {
+        /// `error.code`, when given.
+        code: Option<i64>,
+        /// `error.name` (for example `InvalidMedia`), when given.
+        name: Option<String>,
+        /// `error.message`, when given.
+        message: Option<String>,
+    },
+    /// Media processing was still unfinished after the configured number of status polls (M4).
+    #[error("media processing still unfinished after {polls} status polls")]
+    ProcessingUnfinished {
+        /// How many status answers said "still processing".
+        polls: u32,
+    },
+    /// The media id reached its `expires_after_secs` before the upload finished (M5): the
+    /// upload must start again with a new INIT.
+    #[error("the media id expired ({after_secs} s after INIT); the upload must start again")]
+    MediaExpired {
+        /// The `expires_after_secs` INIT's answer gave.
+        after_secs: u64,
+    },
+}
+
+fn code_suffix(code: &Option<i64>) -> String {
+    code.map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+
+fn problem_suffix(problem: &Option<String>) -> String {
+    problem
+        .as_ref()
+        .map(|p| format!(" [{p}]"))
+        .unwrap_or_default()
+}
+
+fn name_suffix(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
 }
 
 fn message_suffix(message: &Option<String>) -> String {
@@ -150,6 +221,15 @@ pub enum UsageError {
     /// A saved resume state does not fit this upload.
     #[error("the saved resume state does not fit: {0}")]
     StateMismatch(&'static str),
+    /// The file cannot be uploaded in the protocol's largest plan (media/upload: 1000 segments
+    /// of at most 5,000,000 bytes, M2). Nothing was sent.
+    #[error("the file's {total} bytes exceed the most the protocol can take ({max} bytes)")]
+    SourceTooLarge {
+        /// The file's size.
+        total: u64,
+        /// The largest size the protocol can take.
+        max: u64,
+    },
 }
 
 /// The server broke the protocol. Each variant names the rule (see `PROTOCOLS.md`).
@@ -201,6 +281,21 @@ pub enum ProtocolViolation {
     /// The server's chunk-size limits cannot be honoured (T3).
     #[error("unusable chunk-size limits: {0}")]
     ChunkLimits(&'static str),
+    /// A `Range: 0-N` that fits no reading T5 allows: neither N+1 nor N bytes is at most what
+    /// was sent, not below what was acknowledged, short of the whole upload (a 308 means
+    /// incomplete), and either the end of the chunk sent or a multiple of the minimum chunk
+    /// size.
+    #[error(
+        "Range 0-{n} fits no reading: neither {n}+1 nor {n} bytes agrees with the chunk sent (ending at {chunk_end}) or is a multiple of the minimum chunk size {min_chunk}"
+    )]
+    RangeUnreadable {
+        /// The N of `Range: 0-N`.
+        n: u64,
+        /// The end (exclusive) of the chunk the 308 answered.
+        chunk_end: u64,
+        /// The server's minimum chunk size.
+        min_chunk: u64,
+    },
 }
 
 /// What the server holds differs from what was sent (G7).

@@ -10,6 +10,9 @@
 //! - [`gcs`]: Google Cloud Storage resumable uploads (XML/signed-URL start, JSON API start,
 //!   resuming an existing session), which is also what Twitter's batch compliance
 //!   `upload_url` is.
+//! - [`ton`]: Twitter TON (Twitter Object Nest) resumable uploads (start, chunks sized to the
+//!   server's limits and the observed rate, resume from a saved state) and the single-request
+//!   form for files under 64 MiB.
 //!
 //! Shared pieces, used by every protocol: [`range`] (`Content-Range`/`Range`), [`retry`]
 //! (policy as plain data, seeded jitter), [`chunk`] (chunk planning), [`checksum`]
@@ -107,6 +110,7 @@ pub mod range;
 pub mod response;
 pub mod retry;
 pub mod secret;
+pub mod ton;
 
 pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
 pub use error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};

@@ -212,6 +212,19 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Reads Twitter's `x-rate-limit-reset` (the Unix time, in seconds, when the rate-limit window
+/// resets; sent with 429, M5) as a wait, measured against the response's own `Date` header
+/// (the core has no clock). `None` when either is absent or unusable; zero when the reset is
+/// not after the `Date`.
+pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    let reset = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim();
+    let reset = crate::range::parse_decimal(reset)?;
+    let date = headers.get(http::header::DATE)?.to_str().ok()?;
+    let now = httpdate::parse_http_date(date.trim()).ok()?;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
