@@ -13,6 +13,8 @@
 //! - [`ton`]: Twitter TON (Twitter Object Nest) resumable uploads (start, chunks sized to the
 //!   server's limits and the observed rate, resume from a saved state) and the single-request
 //!   form for files under 64 MiB.
+//! - [`media`]: Twitter/X `media/upload` chunked uploads (INIT, APPEND segments framed as
+//!   multipart around your bytes, FINALIZE, STATUS polling), in the v1.1 and X API v2 forms.
 //!
 //! Shared pieces, used by every protocol: [`range`] (`Content-Range`/`Range`), [`retry`]
 //! (policy as plain data, seeded jitter), [`chunk`] (chunk planning), [`checksum`]
@@ -106,6 +108,7 @@ pub mod checksum;
 pub mod chunk;
 pub mod error;
 pub mod gcs;
+pub mod media;
 pub mod range;
 pub mod response;
 pub mod retry;
