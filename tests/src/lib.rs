@@ -1,1 +1,55 @@
-//! Conformance server (in progress).
+//! A loopback conformance server for the resumable-upload protocols of `PROTOCOLS.md`, with
+//! fault injection and inspection, for tests, demos (`resumable serve`, `resumable demo`)
+//! and benchmarks.
+//!
+//! It speaks the server side of:
+//! - **GCS** resumable uploads (G1–G12): XML/signed-URL and JSON API starts, chunks with
+//!   strict `Content-Range` checks, `308` progress, status queries, completion with the
+//!   object resource and `x-goog-hash`, cancel, expiry. See [`gcs`] for the behaviour in
+//!   detail.
+//! - **Batch compliance** jobs (C1–C3) whose `upload_url` is this server's own GCS side.
+//!   See [`compliance`].
+//!
+//! and misbehaves on demand: see [`fault`] for the fault grammar and every fault's effect.
+//!
+//! # Design
+//!
+//! One thread per connection over `std::net` (blocking I/O, keep-alive, `Content-Length`
+//! and chunked bodies; heads parsed by `httparse` and bounded to 64 KiB / 100 fields).
+//! Bodies are read in blocks of up to 8 MiB straight into the session's storage (segmented,
+//! so growing never copies), then checksummed once with hardware CRC32C (and MD5 unless
+//! [`ServerConfig::md5`] is off). With a handful of clients, threads are simpler than an
+//! event loop and as fast: loopback throughput is bound by the kernel's copies.
+//!
+//! Every wait is bounded: reads and writes time out after [`ServerConfig::idle_timeout`],
+//! stalls are capped by [`ServerConfig::max_stall`] and interrupted by shutdown, and
+//! [`Server::shutdown`] (or drop) closes every connection and joins the threads within a
+//! few seconds. No client input makes it panic.
+//!
+//! # Example
+//!
+//! ```
+//! use resumable_conformance::{Server, ServerConfig};
+//!
+//! let server = Server::start(ServerConfig::default()).unwrap();
+//! let url = server.gcs_json_url("bucket", "object.bin");
+//! assert!(url.starts_with(&server.base_url()));
+//! // … upload with any client, then:
+//! assert_eq!(server.object("bucket", "object.bin"), None);
+//! assert_eq!(server.body_bytes_received(), 0);
+//! server.shutdown();
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod blob;
+pub mod compliance;
+pub mod fault;
+pub mod gcs;
+mod http;
+mod server;
+mod util;
+
+pub use fault::{Fault, FaultScript, FaultSpecError, Ordinals, RequestKind, Rule, Selector};
+pub use gcs::{GcsApi, ObjectInfo, SessionInfo};
+pub use server::{LogEntry, Server, ServerConfig};

@@ -1,0 +1,834 @@
+//! Fault injection: how the server misbehaves on demand.
+//!
+//! Faults come from three places, merged for each request (later wins for the same fault):
+//!
+//! 1. **A server script**, [`ServerConfig::faults`](crate::ServerConfig::faults) (what
+//!    `resumable serve --faults SPEC` passes): rules that select requests by kind and
+//!    ordinal, counted over the whole server.
+//! 2. **A session script**: the query parameter `session-faults=SCRIPT` on a GCS start URL
+//!    (XML or JSON) attaches a script to the session it creates; its ordinals count that
+//!    session's requests only (so tests sharing one server do not disturb each other).
+//! 3. **Per request**: the header `x-resumable-fault: FAULTS` or the query parameter
+//!    `fault=FAULTS` (percent-encoded) applies `FAULTS` to that request.
+//!
+//! A malformed spec in a header or query parameter is answered with `400` and the parse
+//! error; [`FaultScript::parse`] returns a typed [`FaultSpecError`].
+//!
+//! # Grammar
+//!
+//! ```text
+//! script    = [ rule ] *( ( ";" / newline ) [ rule ] )   ; blank rules are ignored
+//! rule      = selector "=" faults
+//! selector  = kind [ "#" ordinals ]                      ; no ordinals: every request
+//! ordinals  = N / N ".." M / N ".." / "*"                ; 1-based, inclusive
+//! kind      = "*"                                        ; any request
+//!           / "gcs"                                      ; any GCS request
+//!           / "gcs.start"                                ; POST start, XML (G1) or JSON (G2)
+//!           / "gcs.put"                                  ; a chunk or a status query
+//!           / "gcs.chunk"                                ; PUT carrying bytes A-B (G4)
+//!           / "gcs.query"                                ; PUT bytes */T or */* (G6)
+//!           / "gcs.delete"                               ; DELETE session (G10)
+//!           / "gcs.other"                                ; downloads, metadata, simple PUT
+//!           / "compliance"                               ; any compliance request
+//!           / "compliance.create" / "compliance.status" / "compliance.download"
+//! faults    = fault *( "," fault )                       ; a per-request spec is just this
+//! fault     = "drop-after:" SIZE
+//!           / "persist:" SIZE
+//!           / "status:" CODE [ "x" K ]
+//!           / "retry-after:" SECONDS
+//!           / "retry-after-date:" SECONDS
+//!           / "stall:" DURATION
+//!           / "truncate" [ ":" SIZE ]
+//!           / "expire"
+//!           / "no-range"
+//!           / "lie" [ ":" SIZE ]
+//!           / "range-start:" SIZE
+//! SIZE      = digits [ "k" / "KiB" / "m" / "MiB" / "g" / "GiB" ]   ; powers of 1024
+//! DURATION  = digits ( "ms" / "s" )                      ; digits alone are milliseconds
+//! ```
+//!
+//! Spaces around tokens are ignored. Names are case-sensitive.
+//!
+//! # The faults
+//!
+//! | fault | effect |
+//! |---|---|
+//! | `drop-after:N` | Read `N` bytes of the request body, then close the connection without answering. What arrived is kept as GCS does: the session persists the received prefix rounded down to 256 KiB. If the body is `N` bytes or shorter, the request is processed in full and the connection closes instead of answering (the response is lost). |
+//! | `persist:N` | Store only the first `N` bytes of this request's body (GCS may persist less than was sent, G5); the `308` says so. No effect when `N` covers the body. |
+//! | `status:CODE[xK]` | Answer `CODE` (e.g. 408, 429, 500, 503) instead of handling the request, for this request and the next `K−1` requests of the same scope (the server for server scripts and per-request faults, the session for session scripts). The body is read and discarded; nothing is stored. `429` carries `Retry-After: 1` unless `retry-after` says otherwise. |
+//! | `retry-after:S` | Add `Retry-After: S` (seconds) to the answer. |
+//! | `retry-after-date:S` | Add `Retry-After` as an HTTP-date `S` seconds from now. |
+//! | `stall:D` | Sleep `D` before answering (after the request was handled), bounded by [`ServerConfig::max_stall`](crate::ServerConfig::max_stall) and cut short by shutdown. |
+//! | `truncate[:N]` | Handle the request, then send a head claiming 1024 more body bytes than there are, the first `N` bytes of the body (default 0), and close. |
+//! | `expire` | Expire the session before handling the request: it answers `404` (G9), now and after. |
+//! | `no-range` | Answer a `308` without `Range` (which claims nothing is stored) while storing as usual. |
+//! | `lie[:N]` | Answer a `308` whose `Range` claims `N` bytes (default 262144) more than the server holds: beyond what arrived (G5). |
+//! | `range-start:N` | Answer a `308` whose `Range` starts at `N` instead of 0 (G5). |
+//!
+//! # Examples
+//!
+//! ```
+//! use resumable_conformance::FaultScript;
+//!
+//! // The second chunk is cut after 100000 bytes; the fourth is answered 503 twice.
+//! let script = FaultScript::parse(
+//!     "gcs.chunk#2=drop-after:100000; gcs.chunk#4=status:503x2,retry-after:1",
+//! )
+//! .unwrap();
+//! assert_eq!(script.rules().len(), 2);
+//!
+//! // Every status query stalls 200 ms; chunks 1 to 3 persist only 256 KiB.
+//! FaultScript::parse("gcs.query=stall:200ms\ngcs.chunk#1..3=persist:256k").unwrap();
+//!
+//! // Per request (header or query parameter): no selector.
+//! let faults = FaultScript::parse_faults("status:429,retry-after:2").unwrap();
+//! assert_eq!(faults.len(), 2);
+//!
+//! assert!(FaultScript::parse("gcs.chunk#0=expire").is_err());
+//! assert!(FaultScript::parse("gcs.chunk=explode").is_err());
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// The longest `stall` a spec may ask for.
+pub const MAX_STALL_SPEC: Duration = Duration::from_secs(600);
+
+/// The kind of a request, as fault selectors name it.
+///
+/// Leaves are concrete kinds; [`RequestKind::Any`], [`RequestKind::Gcs`],
+/// [`RequestKind::GcsPut`] and [`RequestKind::Compliance`] are groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// `*`: any request.
+    Any,
+    /// `gcs`: any GCS request.
+    Gcs,
+    /// `gcs.start`: a start request (G1, G2).
+    GcsStart,
+    /// `gcs.put`: a chunk or a status query.
+    GcsPut,
+    /// `gcs.chunk`: a `PUT` carrying bytes (G4).
+    GcsChunk,
+    /// `gcs.query`: a `PUT` with `bytes */T` or `bytes */*` (G6).
+    GcsQuery,
+    /// `gcs.delete`: `DELETE` of a session (G10).
+    GcsDelete,
+    /// `gcs.other`: downloads, object metadata, simple uploads.
+    GcsOther,
+    /// `compliance`: any compliance request.
+    Compliance,
+    /// `compliance.create`: `POST /2/compliance/jobs` (C1).
+    ComplianceCreate,
+    /// `compliance.status`: `GET /2/compliance/jobs…` (C3).
+    ComplianceStatus,
+    /// `compliance.download`: `GET download_url` (C3).
+    ComplianceDownload,
+    /// Requests no protocol claims (never matched by name, only by `*`).
+    Other,
+}
+
+const KIND_NAMES: &[(&str, RequestKind)] = &[
+    ("*", RequestKind::Any),
+    ("gcs", RequestKind::Gcs),
+    ("gcs.start", RequestKind::GcsStart),
+    ("gcs.put", RequestKind::GcsPut),
+    ("gcs.chunk", RequestKind::GcsChunk),
+    ("gcs.query", RequestKind::GcsQuery),
+    ("gcs.delete", RequestKind::GcsDelete),
+    ("gcs.other", RequestKind::GcsOther),
+    ("compliance", RequestKind::Compliance),
+    ("compliance.create", RequestKind::ComplianceCreate),
+    ("compliance.status", RequestKind::ComplianceStatus),
+    ("compliance.download", RequestKind::ComplianceDownload),
+];
+
+impl RequestKind {
+    /// The name used in scripts.
+    pub fn name(self) -> &'static str {
+        KIND_NAMES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("other", |(n, _)| n)
+    }
+
+    /// The kinds a concrete request of this kind counts as: itself, its groups, and `*`.
+    fn with_groups(self) -> &'static [RequestKind] {
+        use RequestKind::*;
+        match self {
+            GcsStart => &[GcsStart, Gcs, Any],
+            GcsChunk => &[GcsChunk, GcsPut, Gcs, Any],
+            GcsQuery => &[GcsQuery, GcsPut, Gcs, Any],
+            GcsDelete => &[GcsDelete, Gcs, Any],
+            GcsOther => &[GcsOther, Gcs, Any],
+            ComplianceCreate => &[ComplianceCreate, Compliance, Any],
+            ComplianceStatus => &[ComplianceStatus, Compliance, Any],
+            ComplianceDownload => &[ComplianceDownload, Compliance, Any],
+            GcsPut => &[GcsPut, Gcs, Any],
+            Gcs => &[Gcs, Any],
+            Compliance => &[Compliance, Any],
+            Any | Other => &[Any],
+        }
+    }
+}
+
+/// Which requests of a kind a rule selects, by 1-based ordinal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ordinals {
+    /// Every request (`#*`, or no `#`).
+    All,
+    /// The `first`-th up to the `last`-th (inclusive; `None`: no end).
+    Range {
+        /// The first selected ordinal (≥ 1).
+        first: u64,
+        /// The last selected ordinal, if any.
+        last: Option<u64>,
+    },
+}
+
+impl Ordinals {
+    fn contains(self, n: u64) -> bool {
+        match self {
+            Ordinals::All => true,
+            Ordinals::Range { first, last } => n >= first && last.is_none_or(|l| n <= l),
+        }
+    }
+}
+
+/// Which requests a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// The kind of request.
+    pub kind: RequestKind,
+    /// Which of them, counted from 1.
+    pub ordinals: Ordinals,
+}
+
+/// One fault. See the [module documentation](self) for each one's effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `drop-after:N`: close the connection after `N` body bytes.
+    DropAfter(u64),
+    /// `persist:N`: store only the first `N` bytes of this request's body.
+    Persist(u64),
+    /// `status:CODE[xK]`: answer `code` to this and the next `times − 1` requests.
+    Status {
+        /// The status to answer.
+        code: u16,
+        /// How many requests in a row get it (≥ 1).
+        times: u32,
+    },
+    /// `retry-after:S`: `Retry-After: S`.
+    RetryAfter(u64),
+    /// `retry-after-date:S`: `Retry-After` as an HTTP-date `S` seconds from now.
+    RetryAfterDate(u64),
+    /// `stall:D`: sleep before answering.
+    Stall(Duration),
+    /// `truncate[:N]`: send a head claiming more body than sent, `N` body bytes, close.
+    Truncate(u64),
+    /// `expire`: expire the session first.
+    Expire,
+    /// `no-range`: a `308` without `Range`.
+    NoRange,
+    /// `lie[:N]`: a `308` claiming `N` bytes more than stored.
+    Lie(u64),
+    /// `range-start:N`: a `308` whose `Range` starts at `N`.
+    RangeStart(u64),
+}
+
+/// One rule of a script: a selector and the faults applied to what it selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Which requests.
+    pub selector: Selector,
+    /// What happens to them.
+    pub faults: Vec<Fault>,
+}
+
+/// A fault script (see the [module documentation](self) for the grammar). The default is
+/// empty: no faults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultScript {
+    rules: Vec<Rule>,
+}
+
+/// Why a fault spec does not parse.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultSpecError {
+    /// A rule without `=` between selector and faults.
+    #[error("rule {rule:?}: expected SELECTOR=FAULTS")]
+    MissingEquals {
+        /// The rule's text.
+        rule: String,
+    },
+    /// A selector naming no known kind of request.
+    #[error(
+        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download)"
+    )]
+    UnknownKind(String),
+    /// Ordinals that are not `N`, `N..M`, `N..` or `*` with 1 ≤ N ≤ M.
+    #[error("bad ordinals {0:?} (expected N, N..M, N.. or *, counting from 1)")]
+    BadOrdinals(String),
+    /// A fault name that does not exist.
+    #[error(
+        "unknown fault {0:?} (known: drop-after, persist, status, retry-after, retry-after-date, stall, truncate, expire, no-range, lie, range-start)"
+    )]
+    UnknownFault(String),
+    /// A fault that needs a value and has none.
+    #[error("fault {0} needs a value ({0}:VALUE)")]
+    MissingValue(&'static str),
+    /// A fault that takes no value and has one.
+    #[error("fault {0} takes no value")]
+    UnexpectedValue(&'static str),
+    /// A value out of range or not a number of the expected form.
+    #[error("fault {fault}: bad value {value:?}: {expected}")]
+    BadValue {
+        /// The fault.
+        fault: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// An empty fault list.
+    #[error("no faults given")]
+    Empty,
+}
+
+impl FaultScript {
+    /// Parses a script (see the grammar in the [module documentation](self)).
+    ///
+    /// # Errors
+    /// A [`FaultSpecError`] naming the first problem found.
+    pub fn parse(spec: &str) -> Result<FaultScript, FaultSpecError> {
+        let mut rules = Vec::new();
+        for text in spec.split([';', '\n']) {
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let (selector, faults) =
+                text.split_once('=')
+                    .ok_or_else(|| FaultSpecError::MissingEquals {
+                        rule: text.to_owned(),
+                    })?;
+            let selector = parse_selector(selector.trim())?;
+            let faults = FaultScript::parse_faults(faults)?;
+            rules.push(Rule { selector, faults });
+        }
+        Ok(FaultScript { rules })
+    }
+
+    /// Parses a per-request fault list (`fault,fault,…`), as given in the
+    /// `x-resumable-fault` header or the `fault` query parameter.
+    ///
+    /// # Errors
+    /// A [`FaultSpecError`] naming the first problem found.
+    pub fn parse_faults(spec: &str) -> Result<Vec<Fault>, FaultSpecError> {
+        let mut faults = Vec::new();
+        for text in spec.split(',') {
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            faults.push(parse_fault(text)?);
+        }
+        if faults.is_empty() {
+            return Err(FaultSpecError::Empty);
+        }
+        Ok(faults)
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Counts a request of `kind` in `state` and returns the faults the script selects for it.
+    pub(crate) fn select(&self, state: &mut FaultState, kind: RequestKind) -> Vec<Fault> {
+        let mut out = Vec::new();
+        for k in kind.with_groups() {
+            *state.counts.entry(*k).or_insert(0) += 1;
+        }
+        for rule in &self.rules {
+            if !kind.with_groups().contains(&rule.selector.kind) {
+                continue;
+            }
+            let n = state.counts.get(&rule.selector.kind).copied().unwrap_or(0);
+            if rule.selector.ordinals.contains(n) {
+                out.extend_from_slice(&rule.faults);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for FaultScript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(rule.selector.kind.name())?;
+            match rule.selector.ordinals {
+                Ordinals::All => {}
+                Ordinals::Range { first, last } if Some(first) == last => write!(f, "#{first}")?,
+                Ordinals::Range { first, last } => {
+                    write!(f, "#{first}..")?;
+                    if let Some(l) = last {
+                        write!(f, "{l}")?;
+                    }
+                }
+            }
+            f.write_str("=")?;
+            for (j, fault) in rule.faults.iter().enumerate() {
+                if j > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{fault}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Fault::DropAfter(n) => write!(f, "drop-after:{n}"),
+            Fault::Persist(n) => write!(f, "persist:{n}"),
+            Fault::Status { code, times: 1 } => write!(f, "status:{code}"),
+            Fault::Status { code, times } => write!(f, "status:{code}x{times}"),
+            Fault::RetryAfter(s) => write!(f, "retry-after:{s}"),
+            Fault::RetryAfterDate(s) => write!(f, "retry-after-date:{s}"),
+            Fault::Stall(d) => write!(f, "stall:{}ms", d.as_millis()),
+            Fault::Truncate(n) => write!(f, "truncate:{n}"),
+            Fault::Expire => f.write_str("expire"),
+            Fault::NoRange => f.write_str("no-range"),
+            Fault::Lie(n) => write!(f, "lie:{n}"),
+            Fault::RangeStart(n) => write!(f, "range-start:{n}"),
+        }
+    }
+}
+
+fn parse_selector(text: &str) -> Result<Selector, FaultSpecError> {
+    let (kind, ordinals) = match text.split_once('#') {
+        Some((k, o)) => (k.trim(), Some(o.trim())),
+        None => (text, None),
+    };
+    let kind = KIND_NAMES
+        .iter()
+        .find(|(n, _)| *n == kind)
+        .map(|(_, k)| *k)
+        .ok_or_else(|| FaultSpecError::UnknownKind(kind.to_owned()))?;
+    let ordinals = match ordinals {
+        None | Some("*") => Ordinals::All,
+        Some(o) => parse_ordinals(o).ok_or_else(|| FaultSpecError::BadOrdinals(o.to_owned()))?,
+    };
+    Ok(Selector { kind, ordinals })
+}
+
+fn parse_ordinals(text: &str) -> Option<Ordinals> {
+    let (first, last) = match text.split_once("..") {
+        Some((a, "")) => (crate::http::parse_u64(a.trim())?, None),
+        Some((a, b)) => (
+            crate::http::parse_u64(a.trim())?,
+            Some(crate::http::parse_u64(b.trim())?),
+        ),
+        None => {
+            let n = crate::http::parse_u64(text)?;
+            (n, Some(n))
+        }
+    };
+    if first == 0 || last.is_some_and(|l| l < first) {
+        return None;
+    }
+    Some(Ordinals::Range { first, last })
+}
+
+fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
+    let (name, value) = match text.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (text, None),
+    };
+    // Canonical names, so errors can borrow them statically.
+    const NAMES: &[&str] = &[
+        "drop-after",
+        "persist",
+        "status",
+        "retry-after",
+        "retry-after-date",
+        "stall",
+        "truncate",
+        "expire",
+        "no-range",
+        "lie",
+        "range-start",
+    ];
+    let name: &'static str = NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .ok_or_else(|| FaultSpecError::UnknownFault(name.to_owned()))?;
+    let need = || value.ok_or(FaultSpecError::MissingValue(name));
+    let none = || match value {
+        Some(_) => Err(FaultSpecError::UnexpectedValue(name)),
+        None => Ok(()),
+    };
+    let bad = |value: &str, expected: &'static str| FaultSpecError::BadValue {
+        fault: name,
+        value: value.to_owned(),
+        expected,
+    };
+    let size =
+        |v: &str| parse_size(v).ok_or_else(|| bad(v, "a byte count like 100000, 256k or 8MiB"));
+    let secs = |v: &str| {
+        crate::http::parse_u64(v)
+            .filter(|s| *s <= 86_400)
+            .ok_or_else(|| bad(v, "whole seconds, at most 86400"))
+    };
+    Ok(match name {
+        "drop-after" => Fault::DropAfter(size(need()?)?),
+        "persist" => Fault::Persist(size(need()?)?),
+        "status" => {
+            let v = need()?;
+            let (code, times) = match v.split_once(['x', 'X']) {
+                Some((c, t)) => (c, Some(t)),
+                None => (v, None),
+            };
+            let code = crate::http::parse_u64(code)
+                .filter(|c| (200..=599).contains(c))
+                .ok_or_else(|| bad(v, "a status from 200 to 599, optionally xK"))?
+                as u16;
+            let times = match times {
+                None => 1,
+                Some(t) => crate::http::parse_u64(t)
+                    .filter(|t| (1..=1_000_000).contains(t))
+                    .ok_or_else(|| bad(v, "a repeat count from 1 to 1000000 after x"))?
+                    as u32,
+            };
+            Fault::Status { code, times }
+        }
+        "retry-after" => Fault::RetryAfter(secs(need()?)?),
+        "retry-after-date" => Fault::RetryAfterDate(secs(need()?)?),
+        "stall" => {
+            let v = need()?;
+            let d = parse_duration(v)
+                .filter(|d| *d <= MAX_STALL_SPEC)
+                .ok_or_else(|| bad(v, "a duration like 250ms or 2s, at most 600s"))?;
+            Fault::Stall(d)
+        }
+        "truncate" => Fault::Truncate(match value {
+            Some(v) => size(v)?,
+            None => 0,
+        }),
+        "expire" => {
+            none()?;
+            Fault::Expire
+        }
+        "no-range" => {
+            none()?;
+            Fault::NoRange
+        }
+        "lie" => Fault::Lie(match value {
+            Some(v) => {
+                let n = size(v)?;
+                if n == 0 {
+                    return Err(bad(v, "at least one byte"));
+                }
+                n
+            }
+            None => 262_144,
+        }),
+        "range-start" => {
+            let v = need()?;
+            let n = size(v)?;
+            if n == 0 {
+                return Err(bad(v, "at least 1 (a Range from 0 is the honest one)"));
+            }
+            Fault::RangeStart(n)
+        }
+        _ => return Err(FaultSpecError::UnknownFault(name.to_owned())),
+    })
+}
+
+/// `123`, `256k`, `256KiB`, `8m`, `8MiB`, `1g`, `1GiB` (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let n = crate::http::parse_u64(digits)?;
+    let mul: u64 = match unit {
+        "" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "m" | "M" | "MiB" => 1 << 20,
+        "g" | "G" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+/// `250ms`, `2s`, or bare milliseconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return crate::http::parse_u64(ms).map(Duration::from_millis);
+    }
+    if let Some(s) = text.strip_suffix('s') {
+        return crate::http::parse_u64(s)
+            .filter(|s| *s <= 86_400)
+            .map(Duration::from_secs);
+    }
+    crate::http::parse_u64(text).map(Duration::from_millis)
+}
+
+/// Per-scope fault state: how many requests of each kind were seen, and a repeating status
+/// still owed (`status:CODEx K`).
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    counts: HashMap<RequestKind, u64>,
+    /// The faults to repeat (a status and its `Retry-After`) and how many more times.
+    repeat: Option<(Vec<Fault>, u32)>,
+}
+
+impl FaultState {
+    /// Given the faults freshly selected in this scope, returns the repeated faults still
+    /// owed (when the fresh ones carry no status of their own), and arms a new repeat when
+    /// they carry `status:CODExK` with K > 1.
+    pub(crate) fn repeat(&mut self, fresh: &[Fault]) -> Vec<Fault> {
+        let times = fresh.iter().rev().find_map(|f| match f {
+            Fault::Status { times, .. } => Some(*times),
+            _ => None,
+        });
+        let Some(times) = times else {
+            let Some((repeat, left)) = &mut self.repeat else {
+                return Vec::new();
+            };
+            let out = repeat.clone();
+            *left -= 1;
+            if *left == 0 {
+                self.repeat = None;
+            }
+            return out;
+        };
+        self.repeat = None;
+        if times > 1 {
+            let carried: Vec<Fault> = fresh
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f,
+                        Fault::Status { .. } | Fault::RetryAfter(_) | Fault::RetryAfterDate(_)
+                    )
+                })
+                .map(|f| match *f {
+                    Fault::Status { code, .. } => Fault::Status { code, times: 1 },
+                    other => other,
+                })
+                .collect();
+            self.repeat = Some((carried, times - 1));
+        }
+        Vec::new()
+    }
+}
+
+/// The faults in force for one request, merged (later wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FaultSet {
+    pub(crate) drop_after: Option<u64>,
+    pub(crate) persist: Option<u64>,
+    pub(crate) status: Option<u16>,
+    pub(crate) retry_after: Option<RetryAfter>,
+    pub(crate) stall: Option<Duration>,
+    pub(crate) truncate: Option<u64>,
+    pub(crate) expire: bool,
+    pub(crate) no_range: bool,
+    pub(crate) lie: Option<u64>,
+    pub(crate) range_start: Option<u64>,
+    /// The faults, for the request log.
+    pub(crate) text: String,
+}
+
+/// A `Retry-After` to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetryAfter {
+    Seconds(u64),
+    Date(u64),
+}
+
+impl FaultSet {
+    pub(crate) fn from_faults(faults: &[Fault]) -> Self {
+        let mut set = FaultSet::default();
+        for fault in faults {
+            match *fault {
+                Fault::DropAfter(n) => set.drop_after = Some(n),
+                Fault::Persist(n) => set.persist = Some(n),
+                Fault::Status { code, .. } => set.status = Some(code),
+                Fault::RetryAfter(s) => set.retry_after = Some(RetryAfter::Seconds(s)),
+                Fault::RetryAfterDate(s) => set.retry_after = Some(RetryAfter::Date(s)),
+                Fault::Stall(d) => set.stall = Some(d),
+                Fault::Truncate(n) => set.truncate = Some(n),
+                Fault::Expire => set.expire = true,
+                Fault::NoRange => set.no_range = true,
+                Fault::Lie(n) => set.lie = Some(n),
+                Fault::RangeStart(n) => set.range_start = Some(n),
+            }
+        }
+        set.text = faults
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_examples() {
+        let s = FaultScript::parse(
+            "gcs.chunk#2=drop-after:100000; gcs.chunk#4=status:503x2,retry-after:1",
+        )
+        .unwrap();
+        assert_eq!(
+            s.rules()[0],
+            Rule {
+                selector: Selector {
+                    kind: RequestKind::GcsChunk,
+                    ordinals: Ordinals::Range {
+                        first: 2,
+                        last: Some(2)
+                    }
+                },
+                faults: vec![Fault::DropAfter(100_000)]
+            }
+        );
+        assert_eq!(
+            s.rules()[1].faults,
+            vec![
+                Fault::Status {
+                    code: 503,
+                    times: 2
+                },
+                Fault::RetryAfter(1)
+            ]
+        );
+        let s = FaultScript::parse(
+            " gcs.query = stall:200ms \n gcs.chunk#1..3=persist:256k ;; *#5..=truncate ; gcs#*=lie",
+        )
+        .unwrap();
+        assert_eq!(s.rules().len(), 4);
+        assert_eq!(
+            s.rules()[0].faults,
+            vec![Fault::Stall(Duration::from_millis(200))]
+        );
+        assert_eq!(s.rules()[1].faults, vec![Fault::Persist(262_144)]);
+        assert_eq!(
+            s.rules()[2].selector.ordinals,
+            Ordinals::Range {
+                first: 5,
+                last: None
+            }
+        );
+        assert_eq!(s.rules()[3].faults, vec![Fault::Lie(262_144)]);
+        // Display round-trips.
+        assert_eq!(FaultScript::parse(&s.to_string()).unwrap(), s);
+        assert!(FaultScript::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_fault_parses() {
+        let all = "drop-after:1m,persist:8MiB,status:429,retry-after:3,retry-after-date:4,\
+                   stall:2s,truncate:10,expire,no-range,lie:5,range-start:7,status:500X3,stall:15";
+        let f = FaultScript::parse_faults(all).unwrap();
+        assert_eq!(f.len(), 13);
+        assert_eq!(f[0], Fault::DropAfter(1 << 20));
+        assert_eq!(f[1], Fault::Persist(8 << 20));
+        assert_eq!(f[5], Fault::Stall(Duration::from_secs(2)));
+        assert_eq!(
+            f[11],
+            Fault::Status {
+                code: 500,
+                times: 3
+            }
+        );
+        assert_eq!(f[12], Fault::Stall(Duration::from_millis(15)));
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        use FaultSpecError::*;
+        type Check = fn(&FaultSpecError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("gcs.chunk", |e| matches!(e, MissingEquals { .. })),
+            ("gcs.nope=expire", |e| matches!(e, UnknownKind(_))),
+            ("gcs.chunk#0=expire", |e| matches!(e, BadOrdinals(_))),
+            ("gcs.chunk#3..2=expire", |e| matches!(e, BadOrdinals(_))),
+            ("gcs.chunk#x=expire", |e| matches!(e, BadOrdinals(_))),
+            ("gcs.chunk=explode", |e| matches!(e, UnknownFault(_))),
+            ("gcs.chunk=persist", |e| {
+                matches!(e, MissingValue("persist"))
+            }),
+            ("gcs.chunk=expire:3", |e| {
+                matches!(e, UnexpectedValue("expire"))
+            }),
+            ("gcs.chunk=status:99", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=status:503x0", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=drop-after:-1", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=drop-after:1t", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=stall:3h", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=stall:601s", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=lie:0", |e| matches!(e, BadValue { .. })),
+            ("gcs.chunk=drop-after:99999999999999999999g", |e| {
+                matches!(e, BadValue { .. })
+            }),
+            ("gcs.chunk= , ", |e| matches!(e, Empty)),
+        ];
+        for (spec, check) in cases {
+            let err = FaultScript::parse(spec).unwrap_err();
+            assert!(check(&err), "{spec}: {err:?}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn selection_counts_per_kind_and_repeats() {
+        let s = FaultScript::parse("gcs.chunk#2=status:503x3; gcs.put#1=stall:1ms").unwrap();
+        let mut st = FaultState::default();
+        let mut pick = |kind| {
+            let f = s.select(&mut st, kind);
+            let mut all = st.repeat(&f);
+            all.extend(f);
+            all
+        };
+        // put#1 (a chunk, chunk#1): stall only.
+        assert_eq!(
+            pick(RequestKind::GcsChunk),
+            vec![Fault::Stall(Duration::from_millis(1))]
+        );
+        // chunk#2: 503, repeated for the next two requests of any kind.
+        let code = |f: &[Fault]| {
+            f.iter().find_map(|f| match f {
+                Fault::Status { code, .. } => Some(*code),
+                _ => None,
+            })
+        };
+        assert_eq!(code(&pick(RequestKind::GcsChunk)), Some(503));
+        assert_eq!(code(&pick(RequestKind::GcsQuery)), Some(503));
+        assert_eq!(code(&pick(RequestKind::GcsStart)), Some(503));
+        assert_eq!(code(&pick(RequestKind::GcsQuery)), None);
+    }
+}

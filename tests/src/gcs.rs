@@ -1,0 +1,1164 @@
+//! The server side of GCS resumable uploads (G1–G12), as GCS behaves.
+//!
+//! Decisions where the rules leave a choice, each as GCS does it where known:
+//! - Session URIs are `ORIGIN/upload/storage/v1/b/BUCKET/o?uploadType=resumable&upload_id=ID`
+//!   for both APIs (ORIGIN from the request's `Host`); any `PUT`/`DELETE` carrying
+//!   `upload_id` reaches the session, whatever its path.
+//! - A chunk that starts beyond what is stored (a gap) is answered `503` and stored nowhere:
+//!   Google's upload front end answers a chunk past the persisted offset with 503, which a
+//!   correct client meets with a status query (G8) and a resend from the persisted offset.
+//! - Bytes resent below the stored offset are read and ignored (not compared).
+//! - A non-final chunk whose length is not a multiple of 256 KiB is answered `400`.
+//! - A body cut short (the client went away, or the `drop-after` fault) keeps the received
+//!   prefix rounded down to 256 KiB; a body longer or shorter than its `Content-Range` (only
+//!   possible with chunked framing) is `400` and stores nothing.
+//! - Completion answers `200`. JSON API sessions send the object resource; XML sessions send
+//!   an empty body (as the XML API does); both send `x-goog-hash`, `x-goog-generation` and
+//!   `ETag`. A client `x-goog-hash` that disagrees with the data is `400` and the final
+//!   request is not stored (the session stays where it was).
+//! - `DELETE` answers `499` and the session is gone (`404`) from then on; so is an expired
+//!   one (TTL or the `expire` fault).
+//! - Two requests on one session at once: the second waits (up to 10 s) for the first to
+//!   finish, then `503`.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use md5::Digest as _;
+use resumable_core::checksum;
+use resumable_core::chunk::GCS_GRANULE;
+use resumable_core::range::{ContentRange, parse_content_range};
+use serde_json::{Value, json};
+
+use crate::blob::Blob;
+use crate::fault::{FaultScript, FaultState};
+use crate::http::{BodyState, Response, percent_decode, percent_encode};
+use crate::server::{Ctx, Outcome};
+use crate::util;
+
+/// The largest JSON metadata body of a JSON API start.
+const MAX_METADATA: usize = 64 * 1024;
+/// How long a request waits for another request on the same session to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// Which API created a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcsApi {
+    /// The XML API or a signed URL (G1).
+    Xml,
+    /// The JSON API (G2).
+    Json,
+}
+
+/// A completed object: its bytes and its metadata.
+pub(crate) struct StoredObject {
+    pub(crate) meta: Arc<ObjectMeta>,
+    pub(crate) data: Blob,
+}
+
+impl std::ops::Deref for StoredObject {
+    type Target = ObjectMeta;
+    fn deref(&self) -> &ObjectMeta {
+        &self.meta
+    }
+}
+
+/// What is known of a completed object besides its bytes (a finished session keeps this, so
+/// its bytes are freed when the object is replaced or removed).
+pub(crate) struct ObjectMeta {
+    pub(crate) bucket: String,
+    pub(crate) name: String,
+    pub(crate) content_type: String,
+    pub(crate) size: u64,
+    pub(crate) crc32c: u32,
+    pub(crate) md5: Option<[u8; 16]>,
+    pub(crate) generation: u64,
+    pub(crate) created: SystemTime,
+    pub(crate) metadata: Option<Value>,
+}
+
+impl ObjectMeta {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn etag(&self) -> String {
+        match self.md5 {
+            Some(m) => m.iter().map(|b| format!("{b:02x}")).collect(),
+            None => format!("{:08x}{:x}", self.crc32c, self.generation),
+        }
+    }
+
+    fn x_goog_hash(&self) -> String {
+        checksum::x_goog_hash(Some(self.crc32c), self.md5)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The JSON API object resource (G7).
+    pub(crate) fn resource(&self, origin: &str) -> Value {
+        let b = percent_encode(&self.bucket);
+        let n = percent_encode(&self.name);
+        let time = util::rfc3339(self.created);
+        let mut v = json!({
+            "kind": "storage#object",
+            "id": format!("{}/{}/{}", self.bucket, self.name, self.generation),
+            "selfLink": format!("{origin}/storage/v1/b/{b}/o/{n}"),
+            "mediaLink": format!(
+                "{origin}/download/storage/v1/b/{b}/o/{n}?generation={}&alt=media",
+                self.generation
+            ),
+            "name": self.name,
+            "bucket": self.bucket,
+            "generation": self.generation.to_string(),
+            "metageneration": "1",
+            "contentType": self.content_type,
+            "storageClass": "STANDARD",
+            "size": self.size().to_string(),
+            "crc32c": checksum::crc32c_base64(self.crc32c),
+            "etag": self.etag(),
+            "timeCreated": time,
+            "updated": time,
+            "timeStorageClassUpdated": time,
+        });
+        if let Some(m) = &self.md5 {
+            v["md5Hash"] = Value::String(checksum::md5_base64(m));
+        }
+        if let Some(meta) = &self.metadata {
+            v["metadata"] = meta.clone();
+        }
+        v
+    }
+
+    /// The completion answer for a session of `api`, or for a download's headers.
+    fn completion(&self, api: GcsApi, origin: &str) -> Response {
+        let r = Response::new(200)
+            .header("x-goog-hash", self.x_goog_hash())
+            .header("x-goog-generation", self.generation.to_string())
+            .header("x-goog-metageneration", "1")
+            .header("x-goog-stored-content-length", self.size().to_string())
+            .header("x-goog-stored-content-encoding", "identity")
+            .header("ETag", format!("\"{}\"", self.etag()));
+        match api {
+            GcsApi::Json => r.json(&self.resource(origin)),
+            GcsApi::Xml => r,
+        }
+    }
+}
+
+/// A resumable session.
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) api: GcsApi,
+    pub(crate) bucket: String,
+    pub(crate) name: String,
+    content_type: String,
+    metadata: Option<Value>,
+    created: Instant,
+    /// A session fault script (`session-faults=` on the start URL).
+    pub(crate) script: Option<FaultScript>,
+    pub(crate) state: Mutex<SessionState>,
+    cv: Condvar,
+}
+
+/// A session's mutable part.
+pub(crate) struct SessionState {
+    /// `X-Upload-Content-Length` from the start (G2).
+    pub(crate) declared: Option<u64>,
+    /// The total from a `Content-Range`.
+    pub(crate) total: Option<u64>,
+    /// Bytes persisted.
+    pub(crate) stored: u64,
+    /// The stored bytes; `None` while a request is writing them.
+    blob: Option<Blob>,
+    crc32c: u32,
+    md5: Option<md5::Md5>,
+    pub(crate) completed: Option<Arc<ObjectMeta>>,
+    pub(crate) expired: bool,
+    pub(crate) body_bytes: u64,
+    pub(crate) requests: u64,
+    pub(crate) faults: FaultState,
+}
+
+impl Session {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the session is gone (deleted, expired by fault, or past its TTL).
+    pub(crate) fn is_gone(&self, st: &SessionState, ttl: Duration) -> bool {
+        st.expired || self.created.elapsed() > ttl
+    }
+
+    /// Takes the blob, waiting for a concurrent request to give it back.
+    fn take_blob<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, SessionState>,
+    ) -> (MutexGuard<'a, SessionState>, Option<Blob>) {
+        let deadline = Instant::now() + BUSY_WAIT;
+        while st.blob.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (st, None);
+            }
+            st = self
+                .cv
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let blob = st.blob.take();
+        (st, blob)
+    }
+
+    fn put_blob(&self, st: &mut SessionState, blob: Blob) {
+        st.blob = Some(blob);
+        self.cv.notify_all();
+    }
+}
+
+/// Inspection of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The `upload_id`.
+    pub upload_id: String,
+    /// Which API created it.
+    pub api: GcsApi,
+    /// Bucket.
+    pub bucket: String,
+    /// Object name.
+    pub object: String,
+    /// Bytes persisted (the prefix a `308` reports).
+    pub stored: u64,
+    /// The total declared by a `Content-Range`, once declared.
+    pub total: Option<u64>,
+    /// `X-Upload-Content-Length` from the start, if given.
+    pub declared_length: Option<u64>,
+    /// Request-body bytes received on this session (re-sent bytes count again).
+    pub body_bytes_received: u64,
+    /// Requests on this session after the start.
+    pub requests: u64,
+    /// Whether the object is complete.
+    pub complete: bool,
+    /// Whether it is gone (deleted or expired).
+    pub gone: bool,
+}
+
+/// Inspection of a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// Bucket.
+    pub bucket: String,
+    /// Object name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the bytes.
+    pub crc32c: u32,
+    /// MD5 of the bytes, when the server computes MD5.
+    pub md5: Option<[u8; 16]>,
+    /// Generation.
+    pub generation: u64,
+    /// Content type.
+    pub content_type: String,
+}
+
+/// All GCS state of a server.
+#[derive(Default)]
+pub(crate) struct Gcs {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    objects: Mutex<HashMap<(String, String), Arc<StoredObject>>>,
+    last_generation: Mutex<u64>,
+}
+
+impl Gcs {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn objects(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<StoredObject>>> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A session by id (gone ones too: the handler answers 404 for them).
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions().get(id).cloned()
+    }
+
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
+    }
+
+    /// Forgets sessions that are gone, and their bytes.
+    fn purge(&self, ttl: Duration) {
+        self.sessions().retain(|_, s| {
+            let st = s.lock();
+            !s.is_gone(&st, ttl)
+        });
+    }
+
+    pub(crate) fn object(&self, bucket: &str, name: &str) -> Option<Arc<StoredObject>> {
+        self.objects()
+            .get(&(bucket.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    pub(crate) fn remove_object(&self, bucket: &str, name: &str) -> bool {
+        self.objects()
+            .remove(&(bucket.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    /// A generation number: microseconds since the epoch, strictly increasing.
+    fn next_generation(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        let mut last = self
+            .last_generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *last = now.max(*last + 1);
+        *last
+    }
+
+    fn store(&self, meta: ObjectMeta, data: Blob) -> Arc<ObjectMeta> {
+        let meta = Arc::new(meta);
+        let object = Arc::new(StoredObject {
+            meta: Arc::clone(&meta),
+            data,
+        });
+        // The replaced object, if any, is dropped after the lock is released.
+        let old = self
+            .objects()
+            .insert((meta.bucket.clone(), meta.name.clone()), object);
+        drop(old);
+        meta
+    }
+}
+
+pub(crate) fn session_info(s: &Session, ttl: Duration) -> SessionInfo {
+    let st = s.lock();
+    SessionInfo {
+        upload_id: s.id.clone(),
+        api: s.api,
+        bucket: s.bucket.clone(),
+        object: s.name.clone(),
+        stored: st.stored,
+        total: st.total,
+        declared_length: st.declared,
+        body_bytes_received: st.body_bytes,
+        requests: st.requests,
+        complete: st.completed.is_some(),
+        gone: s.is_gone(&st, ttl),
+    }
+}
+
+pub(crate) fn object_info(o: &ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        bucket: o.bucket.clone(),
+        name: o.name.clone(),
+        size: o.size(),
+        crc32c: o.crc32c,
+        md5: o.md5,
+        generation: o.generation,
+        content_type: o.content_type.clone(),
+    }
+}
+
+// ---- errors ----
+
+/// A GCS error answer, shaped for the API (JSON or XML).
+pub(crate) fn error(api: GcsApi, status: u16, message: &str) -> Response {
+    match api {
+        GcsApi::Json => Response::new(status).json(&json!({
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [{"message": message, "domain": "global", "reason": reason(status)}],
+            }
+        })),
+        GcsApi::Xml => {
+            let code = match status {
+                400 => "InvalidArgument",
+                401 => "AuthenticationRequired",
+                403 => "SignatureDoesNotMatch",
+                404 => "NoSuchUpload",
+                _ => "InternalError",
+            };
+            let text = message
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            Response::new(status).body(
+                "application/xml; charset=UTF-8",
+                format!(
+                    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{text}</Message></Error>"
+                )
+                .into_bytes(),
+            )
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "invalid",
+        401 => "required",
+        403 => "forbidden",
+        404 => "notFound",
+        408 => "requestTimeout",
+        429 => "rateLimitExceeded",
+        503 => "backendError",
+        _ => "error",
+    }
+}
+
+// ---- start (G1, G2) ----
+
+/// `POST …/upload/storage/v1/b/BUCKET/o?uploadType=resumable[&name=N]` (G2).
+pub(crate) fn start_json(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
+    let api = GcsApi::Json;
+    if ctx.req.query_param("uploadType") != Some("resumable") {
+        return Outcome::Respond(error(
+            api,
+            400,
+            "this server supports uploadType=resumable only",
+        ));
+    }
+    if let Some(auth) = ctx.req.header("authorization") {
+        let token = auth.strip_prefix("Bearer ").map(str::trim).unwrap_or("");
+        if token.is_empty() {
+            return Outcome::Respond(error(api, 401, "Invalid Credentials"));
+        }
+    }
+    let metadata = match ctx.body.read_small(MAX_METADATA) {
+        Ok(bytes) if bytes.is_empty() => None,
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v @ Value::Object(_)) => Some(v),
+            _ => {
+                return Outcome::Respond(error(api, 400, "the metadata body is not a JSON object"));
+            }
+        },
+        Err(true) => return Outcome::Respond(error(api, 413, "metadata too large")),
+        Err(false) => return Outcome::Drop,
+    };
+    let name = ctx.req.query_param("name").map(str::to_owned).or_else(|| {
+        metadata
+            .as_ref()
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Outcome::Respond(error(api, 400, "Required: object name"));
+    };
+    let content_type = ctx
+        .req
+        .header("x-upload-content-type")
+        .map(str::to_owned)
+        .or_else(|| {
+            metadata
+                .as_ref()
+                .and_then(|m| m.get("contentType"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let declared = match ctx.req.header("x-upload-content-length") {
+        None => None,
+        Some(v) => match crate::http::parse_u64(v.trim()) {
+            Some(n) => Some(n),
+            None => {
+                return Outcome::Respond(error(api, 400, "bad X-Upload-Content-Length"));
+            }
+        },
+    };
+    let custom = metadata.as_ref().and_then(|m| m.get("metadata")).cloned();
+    create_session(ctx, api, bucket, &name, content_type, declared, custom, 200)
+}
+
+/// `POST /BUCKET/OBJECT` with `x-goog-resumable: start` (G1); for a signed URL, checks that
+/// the signed headers are present, that no `Authorization` is sent, and the expiry.
+pub(crate) fn start_xml(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome {
+    let api = GcsApi::Xml;
+    if ctx.req.header("x-goog-resumable").map(str::trim) != Some("start") {
+        return Outcome::Respond(error(
+            api,
+            400,
+            "POST to an object needs x-goog-resumable: start",
+        ));
+    }
+    if let Some(r) = check_signed(ctx, api) {
+        return Outcome::Respond(r);
+    }
+    // The start carries no data (G1); any body is read and ignored.
+    ctx.body.drain();
+    if ctx.body.state() == BodyState::Cut {
+        return Outcome::Drop;
+    }
+    let content_type = ctx
+        .req
+        .header("content-type")
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    create_session(ctx, api, bucket, name, content_type, None, None, 201)
+}
+
+/// Signed-URL checks (G1, C2). `Some(answer)` when the request fails them.
+fn check_signed(ctx: &Ctx<'_>, api: GcsApi) -> Option<Response> {
+    ctx.req.query_param("X-Goog-Signature")?;
+    if ctx.req.headers.contains_key("authorization") {
+        return Some(error(
+            api,
+            400,
+            "a signed URL request must not carry an Authorization header",
+        ));
+    }
+    if let Some(signed) = ctx.req.query_param("X-Goog-SignedHeaders") {
+        for h in signed.split(';').map(str::trim).filter(|h| !h.is_empty()) {
+            if h != "host" && !ctx.req.headers.contains_key(h) {
+                return Some(error(
+                    api,
+                    403,
+                    &format!("SignatureDoesNotMatch: the signed header {h} is missing"),
+                ));
+            }
+        }
+    }
+    let date = ctx
+        .req
+        .query_param("X-Goog-Date")
+        .and_then(util::parse_goog_date);
+    let expires = ctx
+        .req
+        .query_param("X-Goog-Expires")
+        .and_then(crate::http::parse_u64);
+    if let (Some(date), Some(expires)) = (date, expires) {
+        if SystemTime::now() > date + Duration::from_secs(expires) {
+            return Some(error(api, 400, "ExpiredToken: the signed URL has expired"));
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_session(
+    ctx: &mut Ctx<'_>,
+    api: GcsApi,
+    bucket: &str,
+    name: &str,
+    content_type: String,
+    declared: Option<u64>,
+    metadata: Option<Value>,
+    status: u16,
+) -> Outcome {
+    let script = match ctx.req.query_param("session-faults") {
+        None => None,
+        Some(spec) => match FaultScript::parse(spec) {
+            Ok(s) => Some(s),
+            Err(e) => return Outcome::Respond(error(api, 400, &format!("session-faults: {e}"))),
+        },
+    };
+    let gcs = &ctx.shared.gcs;
+    gcs.purge(ctx.shared.config.session_ttl);
+    let id = util::random_id();
+    let md5 = ctx.shared.config.md5.then(md5::Md5::new);
+    let session = Arc::new(Session {
+        id: id.clone(),
+        api,
+        bucket: bucket.to_owned(),
+        name: name.to_owned(),
+        content_type,
+        metadata,
+        created: Instant::now(),
+        script,
+        state: Mutex::new(SessionState {
+            declared,
+            total: None,
+            stored: 0,
+            blob: Some(Blob::default()),
+            crc32c: 0,
+            md5,
+            completed: None,
+            expired: false,
+            body_bytes: 0,
+            requests: 0,
+            faults: FaultState::default(),
+        }),
+        cv: Condvar::new(),
+    });
+    gcs.sessions().insert(id.clone(), session);
+    let location = format!(
+        "{}/upload/storage/v1/b/{}/o?uploadType=resumable&upload_id={}",
+        ctx.origin(),
+        percent_encode(bucket),
+        id
+    );
+    ctx.upload_id = Some(id.clone());
+    Outcome::Respond(
+        Response::new(status)
+            .header("Location", location)
+            .header("X-GUploader-UploadID", id),
+    )
+}
+
+// ---- the session (G3–G11) ----
+
+/// The `308` for `stored` bytes (G5), shaped by the 308 faults, with G11 applied.
+fn resume_incomplete(ctx: &Ctx<'_>, session: &Session, stored: u64) -> Response {
+    let f = &ctx.faults;
+    let claimed = stored + f.lie.unwrap_or(0);
+    let start = f.range_start.unwrap_or(0);
+    let mut r = Response::new(308).header("X-GUploader-UploadID", session.id.clone());
+    if !f.no_range && (claimed > 0 || start > 0) {
+        let end = claimed.max(start + 1);
+        r = r.header("Range", format!("bytes={start}-{}", end - 1));
+    }
+    r
+}
+
+/// G11: a client that sent `X-GUploader-No-308: yes` gets `200` with the override header.
+pub(crate) fn apply_no_308(ctx: &Ctx<'_>, response: &mut Response) {
+    let asked = ctx
+        .req
+        .header("x-guploader-no-308")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"));
+    if asked && response.status == 308 {
+        response.status = 200;
+        response
+            .headers
+            .push(("X-Http-Status-Code-Override".to_owned(), "308".to_owned()));
+    }
+}
+
+/// `DELETE session` (G10): `499`, then the session is gone.
+pub(crate) fn delete(ctx: &mut Ctx<'_>, session: &Arc<Session>) -> Outcome {
+    let ttl = ctx.shared.config.session_ttl;
+    let mut st = session.lock();
+    if ctx.faults.expire {
+        st.expired = true;
+    }
+    if session.is_gone(&st, ttl) {
+        return Outcome::Respond(error(session.api, 404, "No such upload"));
+    }
+    st.expired = true;
+    drop(st);
+    Outcome::Respond(Response::new(499))
+}
+
+/// What a `PUT` on a session carries.
+struct Put {
+    /// The bytes in the body (`None`: none, `bytes */T`).
+    range: Option<Range<u64>>,
+    /// The declared total.
+    total: Option<u64>,
+    /// Whether the body length is known only at its end (chunked, no `Content-Range`).
+    open_ended: bool,
+}
+
+/// `PUT session`: a chunk (G4), a status query (G6), or the final request (G7).
+pub(crate) fn put(ctx: &mut Ctx<'_>, session: &Arc<Session>) -> Outcome {
+    let api = session.api;
+    let ttl = ctx.shared.config.session_ttl;
+    let mut st = session.lock();
+    if ctx.faults.expire {
+        st.expired = true;
+    }
+    if session.is_gone(&st, ttl) {
+        return Outcome::Respond(error(api, 404, "No such upload"));
+    }
+    if let Some(object) = &st.completed {
+        // A PUT after completion answers with the object again.
+        let object = Arc::clone(object);
+        drop(st);
+        return Outcome::Respond(object.completion(api, &ctx.origin()));
+    }
+    let put = match parse_put(ctx) {
+        Ok(p) => p,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
+    };
+    if let Some(t) = put.total {
+        if st.declared.is_some_and(|d| d != t) {
+            return Outcome::Respond(error(
+                api,
+                400,
+                &format!(
+                    "the Content-Range total {t} differs from X-Upload-Content-Length {}",
+                    st.declared.unwrap_or(0)
+                ),
+            ));
+        }
+        if st.total.is_some_and(|old| old != t) {
+            return Outcome::Respond(error(
+                api,
+                400,
+                &format!(
+                    "the Content-Range total {t} differs from the total declared before ({})",
+                    st.total.unwrap_or(0)
+                ),
+            ));
+        }
+        if t < st.stored {
+            return Outcome::Respond(error(
+                api,
+                400,
+                &format!("the total {t} is less than the {} bytes stored", st.stored),
+            ));
+        }
+    }
+    let max = ctx.shared.config.max_object_size;
+    if put.range.as_ref().is_some_and(|r| r.end > max) || put.total.is_some_and(|t| t > max) {
+        return Outcome::Close(error(
+            api,
+            413,
+            &format!("objects of this server are at most {max} bytes"),
+        ));
+    }
+    let limit = put.total.or(st.total).or(st.declared);
+    if let (Some(range), Some(limit)) = (&put.range, limit) {
+        if range.end > limit {
+            return Outcome::Respond(error(
+                api,
+                400,
+                &format!("the range ends past the object's size {limit}"),
+            ));
+        }
+    }
+    match put.range.clone() {
+        None if !put.open_ended => {
+            // Status query or final empty request (G4, G6).
+            match put.total {
+                Some(t) if t == st.stored => {
+                    let (st, blob) = session.take_blob(st);
+                    finish(ctx, session, st, blob)
+                }
+                Some(t) => {
+                    st.total = Some(t);
+                    let stored = st.stored;
+                    drop(st);
+                    Outcome::Respond(resume_incomplete(ctx, session, stored))
+                }
+                None => {
+                    let stored = st.stored;
+                    drop(st);
+                    Outcome::Respond(resume_incomplete(ctx, session, stored))
+                }
+            }
+        }
+        range => {
+            let start = range.as_ref().map_or(0, |r| r.start);
+            if start > st.stored {
+                return Outcome::Respond(error(
+                    api,
+                    503,
+                    &format!(
+                        "the chunk starts at {start} but only {} bytes are stored",
+                        st.stored
+                    ),
+                ));
+            }
+            if let (Some(r), false) = (&range, put.total == range.as_ref().map(|r| r.end)) {
+                let len = r.end - r.start;
+                if len % GCS_GRANULE != 0 {
+                    return Outcome::Respond(error(
+                        api,
+                        400,
+                        &format!(
+                            "Invalid request. A non-final chunk must be a multiple of {GCS_GRANULE} bytes; this one has {len}."
+                        ),
+                    ));
+                }
+            }
+            if let Some(t) = put.total {
+                st.total = Some(t);
+            }
+            upload(ctx, session, st, range, put)
+        }
+    }
+}
+
+fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
+    let length = ctx.req.content_length();
+    let Some(value) = ctx.req.headers.get("content-range") else {
+        // No Content-Range: the body is the whole object (as a single PUT).
+        return Ok(match length {
+            Some(0) => Put {
+                range: None,
+                total: Some(0),
+                open_ended: false,
+            },
+            Some(n) => Put {
+                range: Some(0..n),
+                total: Some(n),
+                open_ended: false,
+            },
+            None => Put {
+                range: None,
+                total: None,
+                open_ended: true,
+            },
+        });
+    };
+    let ContentRange { range, total } = parse_content_range(value.as_bytes())
+        .ok_or_else(|| "Failed to parse Content-Range header.".to_owned())?;
+    let carried = range.as_ref().map_or(0, |r| r.end - r.start);
+    if let Some(n) = length {
+        if n != carried {
+            return Err(format!(
+                "Content-Length {n} does not match the Content-Range, which carries {carried} bytes"
+            ));
+        }
+    }
+    Ok(Put {
+        range,
+        total,
+        open_ended: false,
+    })
+}
+
+/// Reads a chunk's body into the session and answers. The body is read and hashed without
+/// the session lock (the blob is taken out meanwhile, so the session is busy).
+fn upload<'a>(
+    ctx: &mut Ctx<'_>,
+    session: &'a Arc<Session>,
+    st: MutexGuard<'a, SessionState>,
+    range: Option<Range<u64>>,
+    put: Put,
+) -> Outcome {
+    let api = session.api;
+    let (st, blob) = session.take_blob(st);
+    let Some(mut blob) = blob else {
+        return Outcome::Respond(error(api, 503, "another request is writing this session"));
+    };
+    let stored = st.stored;
+    let (crc0, md5_0) = (st.crc32c, st.md5.clone());
+    drop(st);
+
+    // Give the blob back unchanged and answer `response`.
+    let refuse = |mut blob: Blob, response: Outcome| {
+        blob.truncate(stored);
+        let mut st = session.lock();
+        session.put_blob(&mut st, blob);
+        response
+    };
+
+    // Read: bytes below `stored` are ignored, the rest goes straight into the blob.
+    let max = ctx.shared.config.max_object_size;
+    let (start, end) = match &range {
+        Some(r) => (r.start, r.end),
+        // Open-ended: one byte more than allowed tells an oversized body.
+        None => (0, max.saturating_add(1)),
+    };
+    let skip = stored.min(end) - start;
+    let skipped = ctx.body.discard(skip);
+    if skipped == skip && end > stored {
+        ctx.body.read_into(&mut blob, end - stored);
+    }
+    let received_end = start + ctx.body.received();
+    if received_end > max {
+        let r = error(
+            api,
+            413,
+            &format!("objects of this server are at most {max} bytes"),
+        );
+        return refuse(blob, Outcome::Close(r));
+    }
+    if ctx.body.state() == BodyState::Open {
+        // Chunked framing: find out whether the body ends here.
+        ctx.body.more();
+    }
+    let (keep, final_total) = match ctx.body.state() {
+        // The connection broke mid-body: keep the prefix, rounded down to 256 KiB (G5).
+        BodyState::Cut => ((received_end / GCS_GRANULE * GCS_GRANULE).max(stored), None),
+        BodyState::Open => {
+            // Chunked framing with more bytes than the range says.
+            ctx.body.drain();
+            let r = error(api, 400, "the body is longer than its Content-Range");
+            return refuse(blob, Outcome::Respond(r));
+        }
+        BodyState::Done if put.open_ended => {
+            if received_end < stored {
+                let r = error(api, 400, "the body is shorter than what is stored");
+                return refuse(blob, Outcome::Respond(r));
+            }
+            (received_end, Some(received_end))
+        }
+        BodyState::Done if received_end < end => {
+            let r = error(api, 400, "the body is shorter than its Content-Range");
+            return refuse(blob, Outcome::Respond(r));
+        }
+        BodyState::Done => {
+            // The persist fault stores less than arrived (G5).
+            let mut keep = end.max(stored);
+            if let Some(p) = ctx.faults.persist {
+                keep = keep.min(start.saturating_add(p)).max(stored);
+            }
+            // Only a request that declares the total completes the object (G4).
+            (keep, put.total)
+        }
+    };
+    blob.truncate(keep);
+    let mut crc = crc0;
+    blob.for_each_slice(stored..keep, |s| crc = crc32c::crc32c_append(crc, s));
+    let md5 = md5_0.map(|mut m| {
+        blob.for_each_slice(stored..keep, |s| m.update(s));
+        m
+    });
+
+    if final_total == Some(keep) {
+        let digest = md5.map(|m| <[u8; 16]>::from(m.finalize()));
+        if let Some(r) = check_client_hash(ctx, api, &blob, crc, digest) {
+            return refuse(blob, Outcome::Respond(r));
+        }
+        let st = session.lock();
+        return complete(ctx, session, st, blob, crc, digest);
+    }
+    let mut st = session.lock();
+    if st.expired {
+        // Deleted or expired while the body was arriving.
+        drop(st);
+        return refuse(blob, Outcome::Respond(error(api, 404, "No such upload")));
+    }
+    st.stored = keep;
+    st.crc32c = crc;
+    st.md5 = md5;
+    session.put_blob(&mut st, blob);
+    drop(st);
+    if ctx.body.state() == BodyState::Cut {
+        return Outcome::Drop;
+    }
+    Outcome::Respond(resume_incomplete(ctx, session, keep))
+}
+
+/// Checks a client's `x-goog-hash` against the object's bytes (G7): `Some(answer)` when it
+/// disagrees. Without MD5 state, a client MD5 is checked by hashing the blob.
+fn check_client_hash(
+    ctx: &Ctx<'_>,
+    api: GcsApi,
+    blob: &Blob,
+    crc: u32,
+    md5: Option<[u8; 16]>,
+) -> Option<Response> {
+    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    let mut mismatch = claimed.crc32c.is_some_and(|c| c != crc);
+    if let Some(want) = claimed.md5 {
+        let have = md5.unwrap_or_else(|| {
+            let mut m = md5::Md5::new();
+            blob.for_each_slice(0..blob.len(), |s| m.update(s));
+            m.finalize().into()
+        });
+        mismatch |= want != have;
+    }
+    mismatch.then(|| {
+        error(
+            api,
+            400,
+            "Provided CRC32C or MD5 (x-goog-hash) does not match the uploaded data",
+        )
+    })
+}
+
+/// Completion by a final empty request `bytes */T` with T = stored (G4, G7).
+fn finish(
+    ctx: &mut Ctx<'_>,
+    session: &Arc<Session>,
+    st: MutexGuard<'_, SessionState>,
+    blob: Option<Blob>,
+) -> Outcome {
+    let api = session.api;
+    let Some(blob) = blob else {
+        return Outcome::Respond(error(api, 503, "another request is writing this session"));
+    };
+    let crc = st.crc32c;
+    let md5 = st.md5.clone().map(|m| <[u8; 16]>::from(m.finalize()));
+    let mut st = st;
+    if let Some(r) = check_client_hash(ctx, api, &blob, crc, md5) {
+        session.put_blob(&mut st, blob);
+        return Outcome::Respond(r);
+    }
+    complete(ctx, session, st, blob, crc, md5)
+}
+
+/// Stores the object made of `blob` and marks the session complete.
+fn complete(
+    ctx: &Ctx<'_>,
+    session: &Arc<Session>,
+    mut st: MutexGuard<'_, SessionState>,
+    blob: Blob,
+    crc: u32,
+    md5: Option<[u8; 16]>,
+) -> Outcome {
+    let api = session.api;
+    if st.expired {
+        session.put_blob(&mut st, Blob::default());
+        return Outcome::Respond(error(api, 404, "No such upload"));
+    }
+    let size = blob.len();
+    let meta = ObjectMeta {
+        bucket: session.bucket.clone(),
+        name: session.name.clone(),
+        content_type: session.content_type.clone(),
+        size,
+        crc32c: crc,
+        md5,
+        generation: ctx.shared.gcs.next_generation(),
+        created: SystemTime::now(),
+        metadata: session.metadata.clone(),
+    };
+    let object = ctx.shared.gcs.store(meta, blob);
+    st.stored = size;
+    st.crc32c = crc;
+    st.total = Some(size);
+    st.completed = Some(Arc::clone(&object));
+    // The bytes now belong to the object; the session keeps an empty blob.
+    session.put_blob(&mut st, Blob::default());
+    drop(st);
+    Outcome::Respond(object.completion(api, &ctx.origin()))
+}
+
+// ---- objects: simple upload and download ----
+
+/// `PUT /BUCKET/OBJECT` without a session: a single-request upload (C2's non-resumable
+/// path). Answers like an XML completion.
+pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome {
+    let api = GcsApi::Xml;
+    if let Some(r) = check_signed(ctx, api) {
+        return Outcome::Respond(r);
+    }
+    let max = ctx.shared.config.max_object_size;
+    let mut blob = Blob::default();
+    ctx.body.read_into(&mut blob, max.saturating_add(1));
+    if blob.len() > max {
+        return Outcome::Close(error(
+            api,
+            413,
+            &format!("objects of this server are at most {max} bytes"),
+        ));
+    }
+    if ctx.body.state() != BodyState::Done {
+        return Outcome::Drop;
+    }
+    let mut crc = 0;
+    blob.for_each_slice(0..blob.len(), |s| crc = crc32c::crc32c_append(crc, s));
+    let md5 = ctx.shared.config.md5.then(|| {
+        let mut m = md5::Md5::new();
+        blob.for_each_slice(0..blob.len(), |s| m.update(s));
+        <[u8; 16]>::from(m.finalize())
+    });
+    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    if claimed.crc32c.is_some_and(|c| c != crc)
+        || (md5.is_some() && claimed.md5.is_some_and(|m| Some(m) != md5))
+    {
+        return Outcome::Respond(error(api, 400, "x-goog-hash does not match the data"));
+    }
+    let meta = ObjectMeta {
+        bucket: bucket.to_owned(),
+        name: name.to_owned(),
+        content_type: ctx
+            .req
+            .header("content-type")
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        size: blob.len(),
+        crc32c: crc,
+        md5,
+        generation: ctx.shared.gcs.next_generation(),
+        created: SystemTime::now(),
+        metadata: None,
+    };
+    let object = ctx.shared.gcs.store(meta, blob);
+    Outcome::Respond(object.completion(api, &ctx.origin()))
+}
+
+/// `GET` of an object: the bytes (`media`) or the JSON resource.
+pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str, media: bool) -> Outcome {
+    let api = if media { GcsApi::Xml } else { GcsApi::Json };
+    let Some(object) = ctx.shared.gcs.object(bucket, name) else {
+        return Outcome::Respond(error(api, 404, "No such object"));
+    };
+    if media {
+        let mut r = object.completion(GcsApi::Xml, &ctx.origin());
+        r = r.body(&object.content_type.clone(), object.data.to_vec());
+        Outcome::Respond(r)
+    } else {
+        Outcome::Respond(Response::new(200).json(&object.resource(&ctx.origin())))
+    }
+}
+
+/// Splits `/upload/storage/v1/b/BUCKET/o` (JSON upload path) into the bucket.
+pub(crate) fn json_upload_bucket(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/upload/storage/v1/b/")?;
+    let bucket = rest.strip_suffix("/o")?;
+    (!bucket.is_empty() && !bucket.contains('/'))
+        .then(|| percent_decode(bucket, false))
+        .flatten()
+}
+
+/// Splits `PREFIX/BUCKET/o/OBJECT` into bucket and object.
+pub(crate) fn json_object_path(path: &str, prefix: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix(prefix)?;
+    let (bucket, object) = rest.split_once("/o/")?;
+    if bucket.is_empty() || bucket.contains('/') || object.is_empty() {
+        return None;
+    }
+    Some((
+        percent_decode(bucket, false)?,
+        percent_decode(object, false)?,
+    ))
+}
+
+/// Splits the XML path `/BUCKET/OBJECT…` into bucket and object.
+pub(crate) fn xml_object_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix('/')?;
+    let (bucket, object) = rest.split_once('/')?;
+    if bucket.is_empty() || object.is_empty() {
+        return None;
+    }
+    Some((
+        percent_decode(bucket, false)?,
+        percent_decode(object, false)?,
+    ))
+}
+
+/// A signed-URL-like URL for `bucket`/`object` at `origin`, valid `expires`, signing
+/// `content-type;host` and, for a resumable start, `x-goog-resumable`.
+pub(crate) fn signed_url(
+    origin: &str,
+    bucket: &str,
+    object: &str,
+    expires: Duration,
+    resumable: bool,
+) -> String {
+    let signed = if resumable {
+        "content-type%3Bhost%3Bx-goog-resumable"
+    } else {
+        "content-type%3Bhost"
+    };
+    let object_path: Vec<String> = object.split('/').map(percent_encode).collect();
+    format!(
+        "{origin}/{}/{}?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=conformance%40example.iam.gserviceaccount.com%2F{}%2Fauto%2Fstorage%2Fgoog4_request&X-Goog-Date={}&X-Goog-Expires={}&X-Goog-SignedHeaders={signed}&X-Goog-Signature={:016x}{:016x}",
+        percent_encode(bucket),
+        object_path.join("/"),
+        &util::goog_date(SystemTime::now())[..8],
+        util::goog_date(SystemTime::now()),
+        expires.as_secs(),
+        util::random_u64(),
+        util::random_u64(),
+    )
+}
+
+/// A copy of the bytes a session has persisted (waiting for a request writing it).
+pub(crate) fn session_bytes(session: &Session) -> Option<Vec<u8>> {
+    let st = session.lock();
+    let (mut st, blob) = session.take_blob(st);
+    let blob = blob?;
+    let out = blob.copy_range(0..st.stored);
+    session.put_blob(&mut st, blob);
+    Some(out)
+}

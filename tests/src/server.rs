@@ -1,0 +1,895 @@
+//! The server: accepting, one thread per connection, routing, faults, inspection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::compliance::{self, Compliance};
+use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
+use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
+use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
+
+/// The most connections served at once; more are closed on accept.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long shutdown waits for threads before leaving them behind.
+const JOIN_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How a server is set up. Build it with `..Default::default()` so new fields do not break
+/// callers.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen. Default `127.0.0.1:0` (any free port on loopback).
+    pub listen: SocketAddr,
+    /// The server fault script (see [`crate::fault`]). Default: none.
+    pub faults: FaultScript,
+    /// How long a GCS session lives (G3: a week). Default 7 days.
+    pub session_ttl: Duration,
+    /// How long a connection may stay silent (between requests, or mid-body) before the
+    /// server closes it. Default 30 s.
+    pub idle_timeout: Duration,
+    /// The longest `stall` fault honoured. Default 60 s.
+    pub max_stall: Duration,
+    /// Compute MD5 of uploads (GCS reports `md5Hash`). MD5 costs about 1.5 ns per byte on
+    /// one core, which bounds upload throughput below 1 GB/s; turn it off for benchmarks
+    /// (`md5Hash` is then absent, as GCS leaves it out for composite objects). A client
+    /// `x-goog-hash: md5=…` is still verified. Default on.
+    pub md5: bool,
+    /// Polls of a compliance job after its upload completed until it is `complete` (C3):
+    /// `in_progress` before. Default 2.
+    pub compliance_polls: u32,
+    /// How long a compliance job's `upload_url` is valid (C2). Default 15 minutes.
+    pub compliance_upload_ttl: Duration,
+    /// Request log entries kept (the oldest are dropped). Default 100 000.
+    pub log_capacity: usize,
+    /// Bytes of upload storage to map and touch at start, and keep for reuse (for
+    /// benchmarks: writing to fresh memory costs page faults and zeroing, slower than the
+    /// network on a VM). Storage freed by [`Server::remove_object`] and finished sessions is
+    /// recycled either way (up to 1 GiB, or this much if more). Default 0.
+    pub warm_memory: u64,
+    /// The largest object accepted; a larger one is answered `413` (objects are kept in
+    /// memory). Default 16 GiB.
+    pub max_object_size: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            faults: FaultScript::default(),
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            idle_timeout: Duration::from_secs(30),
+            max_stall: Duration::from_secs(60),
+            md5: true,
+            compliance_polls: 2,
+            compliance_upload_ttl: Duration::from_secs(15 * 60),
+            log_capacity: 100_000,
+            warm_memory: 0,
+            max_object_size: 16 << 30,
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogEntry {
+    /// The method.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// What kind of request the server took it for.
+    pub kind: RequestKind,
+    /// The `Content-Range` header, if any.
+    pub content_range: Option<String>,
+    /// The status answered; `None` when the connection was closed instead (drop faults,
+    /// or a body cut short by the client).
+    pub status: Option<u16>,
+    /// Whether the answer was deliberately truncated (the `truncate` fault).
+    pub truncated: bool,
+    /// Request-body bytes received.
+    pub body_bytes: u64,
+    /// Whether an `Authorization` header was sent.
+    pub authorization: bool,
+    /// The GCS session concerned, if any.
+    pub upload_id: Option<String>,
+    /// The faults applied, in script syntax (empty: none).
+    pub faults: String,
+}
+
+/// State shared by the accept thread and the connection threads.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) addr: SocketAddr,
+    pub(crate) base_url: String,
+    stopped: Mutex<bool>,
+    stop_cv: Condvar,
+    pub(crate) body_bytes: AtomicU64,
+    faults: Mutex<FaultState>,
+    log: Mutex<VecDeque<LogEntry>>,
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: AtomicU64,
+    pub(crate) gcs: Gcs,
+    pub(crate) compliance: Compliance,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn is_stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
+    /// Sleeps up to `d`, waking early on shutdown.
+    fn sleep(&self, d: Duration) {
+        let guard = lock(&self.stopped);
+        let _ = self
+            .stop_cv
+            .wait_timeout_while(guard, d, |stopped| !*stopped);
+    }
+
+    fn log(&self, entry: LogEntry) {
+        let mut log = lock(&self.log);
+        if self.config.log_capacity == 0 {
+            return;
+        }
+        while log.len() >= self.config.log_capacity {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+}
+
+/// A request being handled.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) req: &'a Request,
+    pub(crate) body: Body<'a>,
+    pub(crate) faults: FaultSet,
+    /// The GCS session concerned (set by the handlers that create one).
+    pub(crate) upload_id: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// `http://HOST` from the request's `Host` (so URLs work under the name the client
+    /// used), or the server's base URL.
+    pub(crate) fn origin(&self) -> String {
+        match self.req.header("host").map(str::trim) {
+            Some(h)
+                if !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    }) =>
+            {
+                format!("http://{h}")
+            }
+            _ => self.shared.base_url.clone(),
+        }
+    }
+}
+
+/// What a handler decided.
+pub(crate) enum Outcome {
+    /// Answer.
+    Respond(Response),
+    /// Answer without reading the rest of the body, then close (for a body too large to
+    /// accept).
+    Close(Response),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// Where a request goes.
+enum Route {
+    Index,
+    GcsStartJson(String),
+    GcsStartXml(String, String),
+    GcsSession(String, Option<Arc<Session>>),
+    GcsSimplePut(String, String),
+    GcsGet(String, String, bool),
+    ComplianceCreate,
+    ComplianceList,
+    ComplianceStatus(String),
+    ComplianceDownload(String),
+    NotFound,
+    NotAllowed,
+}
+
+fn route(shared: &Shared, req: &Request) -> Route {
+    let m = req.method.as_str();
+    let path = req.path.as_str();
+    if let Some(id) = req.query_param("upload_id") {
+        return match m {
+            "PUT" | "DELETE" => Route::GcsSession(id.to_owned(), shared.gcs.session(id)),
+            _ => Route::NotAllowed,
+        };
+    }
+    if path == "/2/compliance/jobs" {
+        return match m {
+            "POST" => Route::ComplianceCreate,
+            "GET" => Route::ComplianceList,
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some(id) = path.strip_prefix("/2/compliance/jobs/") {
+        return match m {
+            "GET" => Route::ComplianceStatus(id.to_owned()),
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some(rest) = path.strip_prefix(compliance::RESULTS_PREFIX) {
+        let id = rest.split('/').next().unwrap_or("").to_owned();
+        return match m {
+            "GET" => Route::ComplianceDownload(id),
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some(bucket) = gcs::json_upload_bucket(path) {
+        return match m {
+            "POST" => Route::GcsStartJson(bucket),
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some((b, o)) = gcs::json_object_path(path, "/download/storage/v1/b/") {
+        return match m {
+            "GET" => Route::GcsGet(b, o, true),
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some((b, o)) = gcs::json_object_path(path, "/storage/v1/b/") {
+        return match m {
+            "GET" => Route::GcsGet(b, o, req.query_param("alt") == Some("media")),
+            _ => Route::NotAllowed,
+        };
+    }
+    if path == "/" {
+        return match m {
+            "GET" => Route::Index,
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some((b, o)) = gcs::xml_object_path(path) {
+        return match m {
+            "POST" => Route::GcsStartXml(b, o),
+            "PUT" => Route::GcsSimplePut(b, o),
+            "GET" => Route::GcsGet(b, o, true),
+            _ => Route::NotAllowed,
+        };
+    }
+    Route::NotFound
+}
+
+fn kind_of(route: &Route, req: &Request) -> RequestKind {
+    match route {
+        Route::GcsStartJson(_) | Route::GcsStartXml(..) => RequestKind::GcsStart,
+        Route::GcsSession(..) if req.method == "DELETE" => RequestKind::GcsDelete,
+        Route::GcsSession(..) => {
+            let carries_bytes = match req.headers.get("content-range") {
+                Some(v) => resumable_core::range::parse_content_range(v.as_bytes())
+                    .is_none_or(|cr| cr.range.is_some()),
+                None => req.content_length() != Some(0),
+            };
+            if carries_bytes {
+                RequestKind::GcsChunk
+            } else {
+                RequestKind::GcsQuery
+            }
+        }
+        Route::GcsSimplePut(..) | Route::GcsGet(..) => RequestKind::GcsOther,
+        Route::ComplianceCreate => RequestKind::ComplianceCreate,
+        Route::ComplianceList | Route::ComplianceStatus(_) => RequestKind::ComplianceStatus,
+        Route::ComplianceDownload(_) => RequestKind::ComplianceDownload,
+        Route::Index | Route::NotFound | Route::NotAllowed => RequestKind::Other,
+    }
+}
+
+/// The per-request faults from the header and the query parameter.
+fn request_faults(req: &Request) -> Result<Vec<Fault>, String> {
+    let mut out = Vec::new();
+    for value in req.headers.get_all("x-resumable-fault") {
+        let text = value
+            .to_str()
+            .map_err(|_| "x-resumable-fault is not text".to_owned())?;
+        out.extend(FaultScript::parse_faults(text).map_err(|e| format!("x-resumable-fault: {e}"))?);
+    }
+    if let Some(spec) = req.query_param("fault") {
+        out.extend(FaultScript::parse_faults(spec).map_err(|e| format!("fault: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// An answer standing in for the request (the `status` fault).
+fn injected(kind: RequestKind, api: GcsApi, code: u16, faults: &FaultSet) -> Response {
+    let message = format!("injected fault: status {code}");
+    let mut r = match kind {
+        RequestKind::ComplianceCreate
+        | RequestKind::ComplianceStatus
+        | RequestKind::ComplianceDownload => Response::new(code).json(&serde_json::json!({
+            "title": if code == 429 { "Too Many Requests" } else { "Service Unavailable" },
+            "detail": message,
+            "type": "about:blank",
+            "status": code,
+        })),
+        _ => gcs::error(api, code, &message),
+    };
+    let retry_after = match faults.retry_after {
+        Some(r) => Some(r),
+        None if code == 429 => Some(RetryAfter::Seconds(1)),
+        None => None,
+    };
+    let now = SystemTime::now();
+    match retry_after {
+        Some(RetryAfter::Seconds(s)) => {
+            r = r.header("Retry-After", s.to_string());
+            if code == 429 {
+                let reset = crate::util::unix_secs(now) + s;
+                r = r
+                    .header("x-rate-limit-limit", "150")
+                    .header("x-rate-limit-remaining", "0")
+                    .header("x-rate-limit-reset", reset.to_string());
+            }
+        }
+        Some(RetryAfter::Date(s)) => {
+            r = r.header(
+                "Retry-After",
+                httpdate::fmt_http_date(now + Duration::from_secs(s)),
+            );
+        }
+        None => {}
+    }
+    r
+}
+
+fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
+    match route {
+        Route::Index => Outcome::Respond(Response::new(200).body(
+            "text/plain; charset=utf-8",
+            banner_text(ctx.shared).into_bytes(),
+        )),
+        Route::GcsStartJson(bucket) => gcs::start_json(ctx, bucket),
+        Route::GcsStartXml(bucket, object) => gcs::start_xml(ctx, bucket, object),
+        Route::GcsSession(_, None) => {
+            Outcome::Respond(gcs::error(GcsApi::Json, 404, "No such upload"))
+        }
+        Route::GcsSession(_, Some(session)) => {
+            let mut outcome = if ctx.req.method == "DELETE" {
+                gcs::delete(ctx, session)
+            } else {
+                gcs::put(ctx, session)
+            };
+            if let Outcome::Respond(r) = &mut outcome {
+                gcs::apply_no_308(ctx, r);
+            }
+            outcome
+        }
+        Route::GcsSimplePut(bucket, object) => gcs::simple_put(ctx, bucket, object),
+        Route::GcsGet(bucket, object, media) => gcs::get_object(ctx, bucket, object, *media),
+        Route::ComplianceCreate => compliance::create(ctx),
+        Route::ComplianceList => compliance::list(ctx),
+        Route::ComplianceStatus(id) => compliance::status(ctx, id),
+        Route::ComplianceDownload(id) => compliance::download(ctx, id),
+        Route::NotFound => Outcome::Respond(
+            Response::new(404).body("text/plain; charset=utf-8", b"not found\n".to_vec()),
+        ),
+        Route::NotAllowed => Outcome::Respond(Response::new(405).body(
+            "text/plain; charset=utf-8",
+            b"method not allowed\n".to_vec(),
+        )),
+    }
+}
+
+/// Handles one request; returns whether the connection may be reused.
+fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
+    let route = route(shared, &req);
+    let kind = kind_of(&route, &req);
+    let session = match &route {
+        Route::GcsSession(_, s) => s.clone(),
+        _ => None,
+    };
+    let parsed = request_faults(&req);
+    let request_faults = parsed.as_ref().cloned().unwrap_or_default();
+
+    // Faults: repeats < server script < session script < this request.
+    let mut faults = Vec::new();
+    let server_script = {
+        let mut st = lock(&shared.faults);
+        let script = shared.config.faults.select(&mut st, kind);
+        let fresh: Vec<Fault> = script.iter().chain(&request_faults).copied().collect();
+        faults.extend(st.repeat(&fresh));
+        script
+    };
+    let session_script = match &session {
+        Some(s) => {
+            let mut st = s.lock();
+            st.requests += 1;
+            let picked = match &s.script {
+                Some(script) => script.select(&mut st.faults, kind),
+                None => Vec::new(),
+            };
+            faults.extend(st.faults.repeat(&picked));
+            picked
+        }
+        None => Vec::new(),
+    };
+    faults.extend(server_script);
+    faults.extend(session_script);
+    faults.extend(request_faults);
+    let fault_set = FaultSet::from_faults(&faults);
+
+    let mut entry = LogEntry {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        kind,
+        content_range: req.header("content-range").map(str::to_owned),
+        status: None,
+        truncated: false,
+        body_bytes: 0,
+        authorization: req.headers.contains_key("authorization"),
+        upload_id: match &route {
+            Route::GcsSession(id, _) => Some(id.clone()),
+            _ => None,
+        },
+        faults: fault_set.text.clone(),
+    };
+    let api = session.as_ref().map_or(GcsApi::Json, |s| s.api);
+
+    let mut ctx = Ctx {
+        shared,
+        req: &req,
+        body: Body::new(conn, &req, fault_set.drop_after, &shared.body_bytes),
+        faults: fault_set,
+        upload_id: None,
+    };
+    let outcome = if let Err(message) = &parsed {
+        ctx.body.drain();
+        Outcome::Respond(Response::new(400).body(
+            "text/plain; charset=utf-8",
+            format!("{message}\n").into_bytes(),
+        ))
+    } else if let Some(code) = ctx.faults.status {
+        ctx.body.drain();
+        Outcome::Respond(injected(kind, api, code, &ctx.faults))
+    } else {
+        dispatch(&mut ctx, &route)
+    };
+    if matches!(outcome, Outcome::Respond(_)) {
+        ctx.body.drain();
+    }
+    let body_state = ctx.body.state();
+    let received = ctx.body.received();
+    let faults = std::mem::take(&mut ctx.faults);
+    if entry.upload_id.is_none() {
+        entry.upload_id = ctx.upload_id.take();
+    }
+    drop(ctx);
+
+    entry.body_bytes = received;
+    if let Some(s) = &session {
+        s.lock().body_bytes += received;
+    }
+    if let Some(stall) = faults.stall {
+        shared.sleep(stall.min(shared.config.max_stall));
+    }
+    let stopped = shared.is_stopped();
+    let (response, close) = match outcome {
+        // A server shutting down (perhaps mid-stall) answers no more.
+        Outcome::Respond(r)
+            if faults.drop_after.is_none() && body_state == BodyState::Done && !stopped =>
+        {
+            (r, false)
+        }
+        Outcome::Close(r) if faults.drop_after.is_none() && !stopped => (r, true),
+        _ => {
+            // Dropped: close without answering. (Logged first, so a client that sees the
+            // connection close can already read the log.)
+            shared.log(entry);
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            return false;
+        }
+    };
+    entry.status = Some(response.status);
+    if let Some(n) = faults.truncate {
+        entry.truncated = true;
+        let mut bytes = response.head_bytes(true, 1024);
+        let n = usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(response.body.len());
+        bytes.extend_from_slice(&response.body[..n]);
+        shared.log(entry);
+        let _ = conn.write_all(&bytes);
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        return false;
+    }
+    let keep = req.keep_alive && !close && !shared.is_stopped();
+    let mut bytes = response.head_bytes(!keep, 0);
+    bytes.extend_from_slice(&response.body);
+    shared.log(entry);
+    let written = conn.write_all(&bytes).is_ok();
+    if close && written {
+        linger(conn);
+    }
+    keep && written
+}
+
+fn serve_connection(shared: &Shared, stream: TcpStream) {
+    let idle = Some(shared.config.idle_timeout.max(Duration::from_millis(1)));
+    let _ = stream.set_read_timeout(idle);
+    let _ = stream.set_write_timeout(idle);
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(stream);
+    while !shared.is_stopped() {
+        let req = match conn.read_head() {
+            Ok(r) => r,
+            Err(HeadError::Closed) => break,
+            Err(HeadError::TooLarge) => {
+                refuse(&mut conn, 431, "request head too large");
+                break;
+            }
+            Err(HeadError::Malformed(why)) => {
+                refuse(&mut conn, 400, why);
+                break;
+            }
+        };
+        if !handle(shared, &mut conn, req) {
+            break;
+        }
+    }
+    let _ = conn.stream.shutdown(Shutdown::Both);
+}
+
+/// Answers a request that cannot be read, then closes gracefully: stop writing, and read
+/// (boundedly) what the client is still sending, so the answer is not lost to a reset.
+fn refuse(conn: &mut Conn, status: u16, why: &str) {
+    let r =
+        Response::new(status).body("text/plain; charset=utf-8", format!("{why}\n").into_bytes());
+    let mut bytes = r.head_bytes(true, 0);
+    bytes.extend_from_slice(&r.body);
+    if conn.write_all(&bytes).is_ok() {
+        linger(conn);
+    }
+}
+
+/// Closes gracefully after a final answer: stops writing, then reads (boundedly: 4 MiB or
+/// half a second of silence) what the client is still sending, so that the answer is not
+/// destroyed by a reset.
+fn linger(conn: &mut Conn) {
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    let _ = conn
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 16 * 1024];
+    let mut left = 4usize << 20;
+    while left > 0 {
+        match io::Read::read(&mut conn.stream, &mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let accepted = listener.accept();
+        if shared.is_stopped() {
+            break;
+        }
+        threads.retain(|t| !t.is_finished());
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or similar: back off briefly.
+                shared.sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if threads.len() >= MAX_CONNECTIONS {
+            continue;
+        }
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut conns = lock(&shared.conns);
+            if shared.is_stopped() {
+                break;
+            }
+            if let Ok(clone) = stream.try_clone() {
+                conns.insert(id, clone);
+            }
+        }
+        let s = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name(format!("conformance-conn-{id}"))
+            .spawn(move || {
+                serve_connection(&s, stream);
+                lock(&s.conns).remove(&id);
+            });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(_) => {
+                lock(&shared.conns).remove(&id);
+            }
+        }
+    }
+    let deadline = Instant::now() + JOIN_DEADLINE;
+    for t in threads {
+        join_until(t, deadline);
+    }
+}
+
+/// Joins `t` if it finishes before `deadline`; otherwise leaves it behind.
+fn join_until(t: JoinHandle<()>, deadline: Instant) {
+    while !t.is_finished() {
+        if Instant::now() >= deadline {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let _ = t.join();
+}
+
+/// A running conformance server. Stops on [`Server::shutdown`] or drop.
+pub struct Server {
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds `config.listen` and starts serving on a background thread.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the thread cannot be started.
+    pub fn start(config: ServerConfig) -> io::Result<Server> {
+        let listener = TcpListener::bind(config.listen)?;
+        let addr = listener.local_addr()?;
+        if config.warm_memory > 0 {
+            crate::blob::warm(config.warm_memory);
+        }
+        let host = if addr.ip().is_unspecified() {
+            SocketAddr::new(
+                if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                addr.port(),
+            )
+        } else {
+            addr
+        };
+        let shared = Arc::new(Shared {
+            config,
+            addr: host,
+            base_url: format!("http://{host}"),
+            stopped: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            body_bytes: AtomicU64::new(0),
+            faults: Mutex::new(FaultState::default()),
+            log: Mutex::new(VecDeque::new()),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+            gcs: Gcs::default(),
+            compliance: Compliance::default(),
+        });
+        let s = Arc::clone(&shared);
+        let accept = thread::Builder::new()
+            .name("conformance-accept".to_owned())
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Server {
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address the server listens on (loopback when bound to an unspecified address).
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// A signed-URL-like XML start URL for `bucket`/`object` (G1): `POST` it with
+    /// `x-goog-resumable: start`. It carries a fake `X-Goog-Signature` and signs
+    /// `content-type;host;x-goog-resumable`, so those headers must be sent and
+    /// `Authorization` must not. Valid for a week.
+    pub fn gcs_xml_url(&self, bucket: &str, object: &str) -> String {
+        gcs::signed_url(
+            &self.shared.base_url,
+            bucket,
+            object,
+            Duration::from_secs(7 * 24 * 3600),
+            true,
+        )
+    }
+
+    /// The JSON API start URL (G2):
+    /// `BASE/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT`.
+    pub fn gcs_json_url(&self, bucket: &str, object: &str) -> String {
+        format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=resumable&name={}",
+            self.shared.base_url,
+            crate::http::percent_encode(bucket),
+            crate::http::percent_encode(object)
+        )
+    }
+
+    /// The compliance jobs endpoint (C1): `BASE/2/compliance/jobs`.
+    pub fn compliance_url(&self) -> String {
+        format!("{}/2/compliance/jobs", self.shared.base_url)
+    }
+
+    /// The bytes of a completed object.
+    pub fn object(&self, bucket: &str, object: &str) -> Option<Vec<u8>> {
+        self.shared
+            .gcs
+            .object(bucket, object)
+            .map(|o| o.data.to_vec())
+    }
+
+    /// What the server knows of a completed object.
+    pub fn object_info(&self, bucket: &str, object: &str) -> Option<ObjectInfo> {
+        self.shared
+            .gcs
+            .object(bucket, object)
+            .map(|o| gcs::object_info(&o))
+    }
+
+    /// Forgets an object (to free memory in long benchmarks). Returns whether it existed.
+    pub fn remove_object(&self, bucket: &str, object: &str) -> bool {
+        self.shared.gcs.remove_object(bucket, object)
+    }
+
+    /// A session, by session URI or bare `upload_id`.
+    pub fn session(&self, uri_or_id: &str) -> Option<SessionInfo> {
+        let id = upload_id_of(uri_or_id);
+        self.shared
+            .gcs
+            .session(&id)
+            .map(|s| gcs::session_info(&s, self.shared.config.session_ttl))
+    }
+
+    /// The bytes a session holds so far (its persisted prefix).
+    pub fn session_bytes(&self, uri_or_id: &str) -> Option<Vec<u8>> {
+        let id = upload_id_of(uri_or_id);
+        let session = self.shared.gcs.session(&id)?;
+        let completed = session.lock().completed.clone();
+        match completed {
+            // The object's bytes, while it is still the current generation.
+            Some(meta) => self
+                .shared
+                .gcs
+                .object(&meta.bucket, &meta.name)
+                .filter(|o| o.generation == meta.generation)
+                .map(|o| o.data.to_vec()),
+            None => gcs::session_bytes(&session),
+        }
+    }
+
+    /// Every session, in no particular order.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.shared
+            .gcs
+            .all_sessions()
+            .iter()
+            .map(|s| gcs::session_info(s, self.shared.config.session_ttl))
+            .collect()
+    }
+
+    /// Expires a session now (as the `expire` fault does). Returns whether it existed.
+    pub fn expire_session(&self, uri_or_id: &str) -> bool {
+        match self.shared.gcs.session(&upload_id_of(uri_or_id)) {
+            Some(s) => {
+                s.lock().expired = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// All request-body bytes ever received, on every connection (including bytes that
+    /// were discarded: re-sent, cut short, or answered by an injected status).
+    pub fn body_bytes_received(&self) -> u64 {
+        self.shared.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The request log, oldest first.
+    pub fn request_log(&self) -> Vec<LogEntry> {
+        lock(&self.shared.log).iter().cloned().collect()
+    }
+
+    /// Empties the request log.
+    pub fn clear_request_log(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    /// A multi-line description of the endpoints, printed by `resumable serve`.
+    pub fn banner(&self) -> String {
+        banner_text(&self.shared)
+    }
+
+    /// Stops the server: closes the listener and every connection, interrupts stalls, and
+    /// waits (boundedly) for the threads. Also done on drop.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn stop(&mut self) {
+        {
+            let mut stopped = lock(&self.shared.stopped);
+            if *stopped {
+                return;
+            }
+            *stopped = true;
+        }
+        self.shared.stop_cv.notify_all();
+        // Wake the accept thread.
+        let _ = TcpStream::connect_timeout(&self.shared.addr, Duration::from_secs(1));
+        for stream in lock(&self.shared.conns).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        if let Some(t) = self.accept.take() {
+            join_until(t, Instant::now() + JOIN_DEADLINE + Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `upload_id` of a session URI, or the argument itself.
+fn upload_id_of(uri_or_id: &str) -> String {
+    let query = uri_or_id.split_once('?').map_or("", |(_, q)| q);
+    crate::http::parse_query(query)
+        .and_then(|q| {
+            q.into_iter()
+                .find(|(k, _)| k == "upload_id")
+                .map(|(_, v)| v)
+        })
+        .unwrap_or_else(|| uri_or_id.to_owned())
+}
+
+fn banner_text(shared: &Shared) -> String {
+    let base = &shared.base_url;
+    let faults = if shared.config.faults.is_empty() {
+        "none".to_owned()
+    } else {
+        shared.config.faults.to_string()
+    };
+    format!(
+        "resumable conformance server on {base}\n\
+         \x20 GCS XML / signed URL start (G1): POST {xml}\n\
+         \x20     with x-goog-resumable: start and Content-Type (any BUCKET/OBJECT path works)\n\
+         \x20 GCS JSON API start (G2):         POST {base}/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT\n\
+         \x20 GCS download:                    GET  {base}/download/storage/v1/b/BUCKET/o/OBJECT?alt=media\n\
+         \x20 Compliance jobs (C1-C3):         POST {base}/2/compliance/jobs  (Authorization: Bearer <any>)\n\
+         \x20 Faults: {faults}\n\
+         \x20     per request: header x-resumable-fault: FAULTS or query fault=FAULTS;\n\
+         \x20     per session: session-faults=SCRIPT on a start URL\n",
+        xml = gcs::signed_url(
+            base,
+            "BUCKET",
+            "OBJECT",
+            Duration::from_secs(7 * 24 * 3600),
+            true
+        ),
+    )
+}
