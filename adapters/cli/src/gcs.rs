@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::UNIX_EPOCH;
 
 use clap::Args;
@@ -59,6 +59,10 @@ pub struct GcsArgs {
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Failed attempts in a row (without the server storing anything new) before giving up;
+    /// waits between them grow from 1 s to 32 s (G8).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_retries: u32,
 }
 
 /// The source and what identifies it.
@@ -154,20 +158,67 @@ fn chunk_size(text: &str) -> Result<u64, Failure> {
     Ok(size)
 }
 
+/// One GCS upload as the tool runs it: what `resumable gcs` builds from its arguments and
+/// `resumable demo` builds for the embedded server.
+pub struct Job {
+    /// The file, or `-` for stdin.
+    pub file: PathBuf,
+    /// The upload URL (or the session URI with `session`), as given.
+    pub url: String,
+    /// `url` is a session URI (G3).
+    pub session: bool,
+    /// Bytes per request (a multiple of 256 KiB).
+    pub chunk: u64,
+    /// The object's content type.
+    pub content_type: HeaderValue,
+    /// Extra headers for the start request.
+    pub start_headers: HeaderMap,
+    /// An explicit state file (else the default one, none for stdin).
+    pub state: Option<PathBuf>,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+    /// Failed attempts in a row before giving up.
+    pub max_retries: u32,
+}
+
+/// What a finished upload reports.
+pub struct Report {
+    /// The core's completion.
+    pub done: GcsCompletion,
+    /// Requests, retries, where it resumed from.
+    pub stats: resumable_core::gcs::Stats,
+}
+
 /// Runs `resumable gcs`.
-pub fn run(args: GcsArgs) -> Result<(), Failure> {
-    let url = parse_url(&args.url)?;
-    let chunk = chunk_size(&args.chunk_size)?;
-    let content_type = content_type(&args)?;
-    let start_headers = parse_headers(&args.headers)?;
-    let mut input = open_input(&args.file)?;
+pub fn run(args: GcsArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
+    let job = Job {
+        chunk: chunk_size(&args.chunk_size)?,
+        content_type: content_type(&args)?,
+        start_headers: parse_headers(&args.headers)?,
+        file: args.file,
+        url: args.url,
+        session: args.session,
+        state: args.state,
+        progress: !args.no_progress,
+        max_retries: args.max_retries,
+    };
+    let report = execute(&job, interrupt)?;
+    report_success(args.json, &report);
+    Ok(())
+}
+
+/// Runs one upload to its end: resumes from the saved state when there is one, saves the
+/// state before every request and after every response, removes it on success.
+pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure> {
+    let url = parse_url(&job.url)?;
+    let mut input = open_input(&job.file)?;
 
     // stdin cannot be told apart from another stream, so it has no default state file.
-    let state_path = match (&args.state, input.total) {
+    let state_path = match (&job.state, input.total) {
         (Some(p), _) => Some(p.clone()),
         (None, None) => None,
         (None, Some(_)) => {
-            let key = format!("gcs|{}|{}|{}", input.fingerprint, args.session, args.url);
+            let key = format!("gcs|{}|{}|{}", input.fingerprint, job.session, job.url);
             Some(state::default_path(&key).map_err(|e| usage(format!("no state folder: {e}")))?)
         }
     };
@@ -180,13 +231,15 @@ pub fn run(args: GcsArgs) -> Result<(), Failure> {
     };
 
     let mut config = GcsConfig::new(input.total);
-    config.chunk_size = chunk;
-    config.start_headers = start_headers;
+    config.chunk_size = job.chunk;
+    config.start_headers = job.start_headers.clone();
     config.fingerprint = input.fingerprint.clone();
     config.retry = config.retry.with_seed(seed());
+    config.retry.max_attempts = job.max_retries;
+    let content_type = job.content_type.clone();
     let start = match saved {
         Some(state) => Start::Resume(state),
-        None if args.session => {
+        None if job.session => {
             Start::Session(SessionUri::new(url.clone()).map_err(|e| usage(e.to_string()))?)
         }
         None if url
@@ -207,21 +260,10 @@ pub fn run(args: GcsArgs) -> Result<(), Failure> {
     let resuming = matches!(start, Start::Resume(_) | Start::Session(_));
     let mut upload = GcsUpload::new(start, config).map_err(|e| usage(e.to_string()))?;
 
-    let progress = Progress::new(!args.no_progress, input.total, &input.label);
+    let progress = Progress::new(job.progress, input.total, &input.label);
     if resuming {
         progress.note("resuming the saved upload session");
     }
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupt.clone();
-        // A second Ctrl-C while the state is being saved still exits.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
-
     let mut last_saved: Option<ResumeState> = None;
     let mut transport = UreqTransport::new();
     let result = {
@@ -229,7 +271,7 @@ pub fn run(args: GcsArgs) -> Result<(), Failure> {
         let progress = &progress;
         let last_saved = &mut last_saved;
         Driver::new()
-            .interrupt(interrupt.clone())
+            .interrupt(interrupt)
             .on_event(move |up: &GcsUpload, event| {
                 match event {
                     Event::Sending { .. } | Event::Response { .. } => {
@@ -255,22 +297,27 @@ pub fn run(args: GcsArgs) -> Result<(), Failure> {
             if let Some(p) = &state_path {
                 state::remove(p);
             }
-            report_success(&args, &upload, &done);
-            Ok(())
+            Ok(Report {
+                done,
+                stats: upload.stats(),
+            })
         }
         Err(DriveError::Interrupted) => {
             if let Some(p) = &state_path {
                 let _ = save_if_changed(p, &upload, &mut last_saved);
             }
             Err(Failure::Interrupted(resume_hint(
-                &args,
+                &job.file,
                 state_path.as_deref(),
                 &upload,
             )))
         }
-        Err(DriveError::Upload(e)) => {
-            Err(upload_failure(&args, state_path.as_deref(), &upload, &e))
-        }
+        Err(DriveError::Upload(e)) => Err(upload_failure(
+            &job.file,
+            state_path.as_deref(),
+            &upload,
+            &e,
+        )),
         Err(DriveError::Source(e)) => Err(Failure::Upload(vec![format!(
             "reading the source failed: {e}"
         )])),
@@ -300,7 +347,7 @@ fn save_if_changed(
     Ok(())
 }
 
-fn resume_hint(args: &GcsArgs, state_path: Option<&Path>, upload: &GcsUpload) -> String {
+fn resume_hint(file: &Path, state_path: Option<&Path>, upload: &GcsUpload) -> String {
     let held = human(upload.persisted());
     match state_path {
         Some(p) if upload.session().is_some() => format!(
@@ -308,7 +355,7 @@ fn resume_hint(args: &GcsArgs, state_path: Option<&Path>, upload: &GcsUpload) ->
              (resume state: {})",
             p.display()
         ),
-        _ if upload.session().is_some() && args.file.as_os_str() == "-" => {
+        _ if upload.session().is_some() && file.as_os_str() == "-" => {
             "reading stdin cannot be resumed without --state".into()
         }
         _ => "nothing was uploaded; run the same command again to start over".into(),
@@ -316,7 +363,7 @@ fn resume_hint(args: &GcsArgs, state_path: Option<&Path>, upload: &GcsUpload) ->
 }
 
 fn upload_failure(
-    args: &GcsArgs,
+    file: &Path,
     state_path: Option<&Path>,
     upload: &GcsUpload,
     e: &Error,
@@ -326,7 +373,7 @@ fn upload_failure(
         if let Some(p) = state_path {
             let _ = save_if_changed(p, upload, &mut None);
         }
-        lines.push(resume_hint(args, state_path, upload));
+        lines.push(resume_hint(file, state_path, upload));
     } else {
         if let Some(p) = state_path {
             state::remove(p);
@@ -341,10 +388,10 @@ fn upload_failure(
     Failure::Upload(lines)
 }
 
-fn report_success(args: &GcsArgs, upload: &GcsUpload, done: &GcsCompletion) {
-    let stats = upload.stats();
+fn report_success(json: bool, report: &Report) {
+    let (done, stats) = (&report.done, report.stats);
     let crc = done.crc32c.map(resumable_core::checksum::crc32c_base64);
-    if args.json {
+    if json {
         let location = done.object.as_ref().and_then(|o| o.media_link.clone());
         let out = serde_json::json!({
             "protocol": "gcs",

@@ -4,12 +4,16 @@
 //! words, and how to resume when the session can be resumed); 2 bad usage or input (one line);
 //! 130 interrupted by Ctrl-C, with the resume state saved.
 
+mod demo;
 mod gcs;
 mod output;
+mod serve;
 mod size;
 mod state;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +30,10 @@ struct Cli {
 enum Command {
     /// Upload a file through a Google Cloud Storage resumable session.
     Gcs(gcs::GcsArgs),
+    /// Run the local conformance server (with optional faults) in the foreground.
+    Serve(serve::ServeArgs),
+    /// Upload a generated file to the embedded server, with faults, and check it.
+    Demo(demo::DemoArgs),
 }
 
 /// How a command ended; mapped to the exit code.
@@ -41,8 +49,21 @@ pub enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C raises the flag; the running command saves its state and returns. A second
+    // Ctrl-C exits at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
     let result = match cli.command {
-        Command::Gcs(args) => gcs::run(args),
+        Command::Gcs(args) => gcs::run(args, interrupt),
+        Command::Serve(args) => serve::run(args, interrupt),
+        Command::Demo(args) => demo::run(args, interrupt),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
