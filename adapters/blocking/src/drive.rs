@@ -156,6 +156,7 @@ impl Clock for SystemClock {
 type Exchange = Result<http::Response<bytes::Bytes>, TransportFailure>;
 
 type EventHook<'a, U> = dyn FnMut(&U, &Event<'_>) -> Result<(), HookError> + 'a;
+type SendHook<'a> = dyn FnMut(&mut SendAction) -> Result<(), HookError> + 'a;
 
 /// Drives an [`Upload`] to its end over a [`Transport`], reading a [`Source`].
 ///
@@ -166,6 +167,7 @@ pub struct Driver<'a, U> {
     clock: Box<dyn Clock + 'a>,
     interrupt: Option<Arc<AtomicBool>>,
     on_event: Box<EventHook<'a, U>>,
+    before_send: Box<SendHook<'a>>,
     read_piece: usize,
 }
 
@@ -192,6 +194,7 @@ impl<'a, U> Driver<'a, U> {
             clock: Box::new(SystemClock),
             interrupt: None,
             on_event: Box::new(|_, _| Ok(())),
+            before_send: Box::new(|_| Ok(())),
             read_piece: READ_PIECE,
         }
     }
@@ -218,6 +221,18 @@ impl<'a, U> Driver<'a, U> {
         hook: impl FnMut(&U, &Event<'_>) -> Result<(), HookError> + 'a,
     ) -> Self {
         self.on_event = Box::new(hook);
+        self
+    }
+
+    /// Calls `hook` on every request right before it is sent, retries included, to add what
+    /// the core leaves to the caller: request signing (an `Authorization` header with a fresh
+    /// nonce and timestamp each time). The hook must not change the body or its length. An
+    /// error from the hook ends the drive with [`DriveError::Hook`] before anything is sent.
+    pub fn before_send(
+        mut self,
+        hook: impl FnMut(&mut SendAction) -> Result<(), HookError> + 'a,
+    ) -> Self {
+        self.before_send = Box::new(hook);
         self
     }
 
@@ -280,6 +295,7 @@ impl<U: Upload> Driver<'_, U> {
                         .map_err(DriveError::Hook)?;
                 }
                 Action::Send(mut send) => {
+                    (self.before_send)(&mut send).map_err(DriveError::Hook)?;
                     check_content_length(&mut send)?;
                     let range = send.body.source.clone();
                     if range.start < range.end {

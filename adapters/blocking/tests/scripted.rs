@@ -769,3 +769,63 @@ fn a_lost_final_response_is_recovered_by_a_status_query() {
     let sent: usize = server.log.iter().map(|e| e.body.len()).sum();
     assert_eq!(sent, source.len());
 }
+
+// The before-send hook (request signing) runs on every request, retries included, and what it
+// adds reaches the transport; a failing hook stops the drive before anything is sent.
+#[test]
+fn before_send_runs_on_every_request_including_retries() {
+    let source = data(300 * KIB);
+    let mut upload = xml_upload(config(Some(source.len() as u64)));
+    let mut server = FakeGcs::with_faults([Fault::Status(503)]);
+    let mut seen = Vec::new();
+    let mut transport = transport_fn(|request: &Request<()>, body: &mut RequestBody<'_>| {
+        seen.push(
+            request
+                .headers()
+                .get("x-signed")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        );
+        server.handle(request, body)
+    });
+    let mut count = 0u32;
+    let result = Driver::new()
+        .clock(FakeClock::new())
+        .before_send(|send| {
+            count += 1;
+            send.request
+                .headers_mut()
+                .insert("x-signed", count.to_string().parse().unwrap());
+            Ok(())
+        })
+        .drive(
+            &mut upload,
+            &mut SeekableSource::new(Cursor::new(&source)),
+            &mut transport,
+        );
+    assert!(result.is_ok(), "{result:?}");
+    let expected: Vec<_> = (1..=seen.len() as u32)
+        .map(|n| Some(n.to_string()))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "a fresh hook call per request, retries included"
+    );
+    assert!(
+        seen.len() >= 4,
+        "start, chunk, 503, status query, chunks: {seen:?}"
+    );
+
+    let mut upload = xml_upload(config(Some(source.len() as u64)));
+    let mut server = FakeGcs::default();
+    let mut transport = transport_fn(|request, body| server.handle(request, body));
+    let result = Driver::new()
+        .clock(FakeClock::new())
+        .before_send(|_| Err("no credentials".into()))
+        .drive(
+            &mut upload,
+            &mut SeekableSource::new(Cursor::new(&source)),
+            &mut transport,
+        );
+    assert!(matches!(&result, Err(DriveError::Hook(e)) if e.to_string() == "no credentials"));
+    assert!(server.log.is_empty(), "nothing was sent");
+}
