@@ -1,26 +1,19 @@
 //! `resumable gcs`: a Google Cloud Storage resumable upload (G1–G12).
 
-use std::fs::File;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::UNIX_EPOCH;
 
 use clap::Args;
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use resumable_blocking::{
-    DriveError, Driver, Event, SeekableSource, Source, StreamSource, UreqTransport,
-};
+use http::{HeaderMap, HeaderValue};
+use resumable_core::SessionUri;
 use resumable_core::chunk::{GCS_GRANULE, round_to_granule};
-use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
-use resumable_core::secret::RedactedUri;
-use resumable_core::{Error, SessionUri, UsageError};
+use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
 
 use crate::Failure;
 use crate::output::Progress;
+use crate::run::{self, Run, open_input, parse_headers, parse_url, redact_query, seed, usage};
 use crate::size::{human, parse_size};
-use crate::state::{self, Saved};
 
 /// Arguments of `resumable gcs`.
 #[derive(Args, Debug)]
@@ -63,77 +56,6 @@ pub struct GcsArgs {
     /// waits between them grow from 1 s to 32 s (G8).
     #[arg(long, value_name = "N", default_value_t = 10)]
     max_retries: u32,
-}
-
-/// The source and what identifies it.
-struct Input {
-    source: Box<dyn Source>,
-    total: Option<u64>,
-    /// Identifies the file's content for the resume state: path, size, mtime.
-    fingerprint: String,
-    label: String,
-}
-
-fn usage(message: impl Into<String>) -> Failure {
-    Failure::Usage(message.into())
-}
-
-fn open_input(file: &Path) -> Result<Input, Failure> {
-    if file.as_os_str() == "-" {
-        return Ok(Input {
-            source: Box::new(StreamSource::new(io::stdin())),
-            total: None,
-            fingerprint: "stdin".into(),
-            label: "stdin".into(),
-        });
-    }
-    let shown = file.display();
-    let handle = File::open(file).map_err(|e| usage(format!("cannot read {shown}: {e}")))?;
-    let meta = handle
-        .metadata()
-        .map_err(|e| usage(format!("cannot read {shown}: {e}")))?;
-    if !meta.is_file() {
-        return Err(usage(format!("{shown} is not a regular file")));
-    }
-    let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok(Input {
-        source: Box::new(SeekableSource::new(handle)),
-        total: Some(meta.len()),
-        fingerprint: format!("{}|{}|{mtime}", absolute.display(), meta.len()),
-        label: file
-            .file_name()
-            .map_or_else(|| shown.to_string(), |n| n.to_string_lossy().into_owned()),
-    })
-}
-
-fn parse_headers(lines: &[String]) -> Result<HeaderMap, Failure> {
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| usage("a header must look like 'Name: value'"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| usage(format!("'{}' is not a valid header name", name.trim())))?;
-        // The value may be a credential: never echo it.
-        let mut value = HeaderValue::from_str(value.trim())
-            .map_err(|_| usage(format!("the value of header '{name}' is not valid")))?;
-        value.set_sensitive(true);
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
-fn parse_url(text: &str) -> Result<Uri, Failure> {
-    let uri: Uri = text.parse().map_err(|_| usage("the URL is not valid"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return Err(usage("the URL must be an absolute http:// or https:// URL"));
-    }
-    Ok(uri)
 }
 
 fn content_type(args: &GcsArgs) -> Result<HeaderValue, Failure> {
@@ -210,25 +132,13 @@ pub fn run(args: GcsArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
 /// Runs one upload to its end: resumes from the saved state when there is one, saves the
 /// state before every request and after every response, removes it on success.
 pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure> {
-    let url = parse_url(&job.url)?;
+    let url = parse_url(&job.url, "URL")?;
     let mut input = open_input(&job.file)?;
-
-    // stdin cannot be told apart from another stream, so it has no default state file.
-    let state_path = match (&job.state, input.total) {
-        (Some(p), _) => Some(p.clone()),
-        (None, None) => None,
-        (None, Some(_)) => {
-            let key = format!("gcs|{}|{}|{}", input.fingerprint, job.session, job.url);
-            Some(state::default_path(&key).map_err(|e| usage(format!("no state folder: {e}")))?)
-        }
-    };
-    let saved = match &state_path {
-        Some(p) => state::load(p)
-            .map_err(|e| usage(format!("cannot use the state file {}: {e}", p.display())))?
-            .and_then(|s| s.gcs)
-            .filter(|s| s.fingerprint == input.fingerprint),
-        None => None,
-    };
+    let key = format!("gcs|{}|{}", job.session, job.url);
+    let state_path = run::state_path(job.state.as_deref(), &input, &key)?;
+    let saved = run::load_state(state_path.as_deref())?
+        .and_then(|s| s.gcs)
+        .filter(|s| s.fingerprint == input.fingerprint);
 
     let mut config = GcsConfig::new(input.total);
     config.chunk_size = job.chunk;
@@ -264,128 +174,20 @@ pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure>
     if resuming {
         progress.note("resuming the saved upload session");
     }
-    let mut last_saved: Option<ResumeState> = None;
-    let mut transport = UreqTransport::new();
-    let result = {
-        let state_path = state_path.clone();
-        let progress = &progress;
-        let last_saved = &mut last_saved;
-        Driver::new()
-            .interrupt(interrupt)
-            .on_event(move |up: &GcsUpload, event| {
-                match event {
-                    Event::Sending { .. } | Event::Response { .. } => {
-                        if let Some(path) = &state_path {
-                            save_if_changed(path, up, last_saved)?;
-                        }
-                        progress.set(up.persisted(), up.total());
-                    }
-                    Event::Progress(p) => progress.set(p.source_position, up.total()),
-                    Event::Failure { failure, .. } => {
-                        progress.note(&format!("transport failure ({failure}); will retry"))
-                    }
-                    _ => {}
-                }
-                Ok(())
-            })
-            .drive(&mut upload, input.source.as_mut(), &mut transport)
+    // GCS needs no signing: signed URLs and session URIs are the credentials (G1, C2).
+    let run = Run {
+        state_path: state_path.as_deref(),
+        progress: &progress,
+        interrupt,
+        signer: None,
     };
-    progress.finish();
-
-    match result {
-        Ok(done) => {
-            if let Some(p) = &state_path {
-                state::remove(p);
-            }
-            Ok(Report {
-                done,
-                stats: upload.stats(),
-            })
-        }
-        Err(DriveError::Interrupted) => {
-            if let Some(p) = &state_path {
-                let _ = save_if_changed(p, &upload, &mut last_saved);
-            }
-            Err(Failure::Interrupted(resume_hint(
-                &job.file,
-                state_path.as_deref(),
-                &upload,
-            )))
-        }
-        Err(DriveError::Upload(e)) => Err(upload_failure(
-            &job.file,
-            state_path.as_deref(),
-            &upload,
-            &e,
-        )),
-        Err(DriveError::Source(e)) => Err(Failure::Upload(vec![format!(
-            "reading the source failed: {e}"
-        )])),
-        Err(other) => Err(Failure::Upload(vec![other.to_string()])),
+    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+        Ok(done) => Ok(Report {
+            done,
+            stats: upload.stats(),
+        }),
+        Err(e) => Err(run::failure(e, &upload, &job.file, state_path.as_deref())),
     }
-}
-
-/// Saves the resume state when it differs from what was saved last.
-fn save_if_changed(
-    path: &Path,
-    upload: &GcsUpload,
-    last: &mut Option<ResumeState>,
-) -> Result<(), resumable_blocking::HookError> {
-    let Some(current) = upload.resume_state() else {
-        return Ok(());
-    };
-    if last.as_ref() == Some(&current) {
-        return Ok(());
-    }
-    let saved = Saved {
-        version: state::VERSION,
-        protocol: "gcs".into(),
-        gcs: Some(current.clone()),
-    };
-    state::save(path, &saved).map_err(|e| format!("saving the resume state failed: {e}"))?;
-    *last = Some(current);
-    Ok(())
-}
-
-fn resume_hint(file: &Path, state_path: Option<&Path>, upload: &GcsUpload) -> String {
-    let held = human(upload.persisted());
-    match state_path {
-        Some(p) if upload.session().is_some() => format!(
-            "the server holds {held}; to resume, run the same command again \
-             (resume state: {})",
-            p.display()
-        ),
-        _ if upload.session().is_some() && file.as_os_str() == "-" => {
-            "reading stdin cannot be resumed without --state".into()
-        }
-        _ => "nothing was uploaded; run the same command again to start over".into(),
-    }
-}
-
-fn upload_failure(
-    file: &Path,
-    state_path: Option<&Path>,
-    upload: &GcsUpload,
-    e: &Error,
-) -> Failure {
-    let mut lines = vec![format!("upload failed: {e}")];
-    if e.is_resumable() && upload.session().is_some() {
-        if let Some(p) = state_path {
-            let _ = save_if_changed(p, upload, &mut None);
-        }
-        lines.push(resume_hint(file, state_path, upload));
-    } else {
-        if let Some(p) = state_path {
-            state::remove(p);
-        }
-        if matches!(e, Error::SessionGone { .. }) {
-            lines.push("the next run starts a new session".into());
-        }
-        if matches!(e, Error::Usage(UsageError::SourceTooShort { .. })) {
-            lines.push("the file changed while it was being uploaded".into());
-        }
-    }
-    Failure::Upload(lines)
 }
 
 fn report_success(json: bool, report: &Report) {
@@ -431,20 +233,4 @@ fn report_success(json: bool, report: &Report) {
             stats.retries,
         );
     }
-}
-
-/// A URL for output: without its query string (which may hold a signature).
-fn redact_query(url: &str) -> String {
-    match url.parse::<Uri>() {
-        Ok(uri) => RedactedUri(&uri).to_string(),
-        Err(_) => "<redacted>".into(),
-    }
-}
-
-/// A jitter seed that differs between runs (the core has no randomness of its own).
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }

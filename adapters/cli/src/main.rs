@@ -6,10 +6,13 @@
 
 mod demo;
 mod gcs;
+mod media;
 mod output;
+mod run;
 mod serve;
 mod size;
 mod state;
+mod ton;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 /// Resumable and chunked uploads: Google Cloud Storage resumable sessions (what Twitter's
-/// batch compliance upload_url is), with resume after interruption.
+/// batch compliance upload_url is), Twitter TON and Twitter/X media/upload, with resume after
+/// interruption.
 #[derive(Parser, Debug)]
-#[command(name = "resumable", version, about, max_term_width = 100)]
+#[command(name = "resumable", version, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,10 @@ struct Cli {
 enum Command {
     /// Upload a file through a Google Cloud Storage resumable session.
     Gcs(gcs::GcsArgs),
+    /// Upload a file to a Twitter TON bucket (resumable, or one request under 64 MiB).
+    Ton(ton::TonArgs),
+    /// Upload media with Twitter/X media/upload (INIT, APPEND, FINALIZE, STATUS).
+    Media(media::MediaArgs),
     /// Run the local conformance server (with optional faults) in the foreground.
     Serve(serve::ServeArgs),
     /// Upload a generated file to the embedded server, with faults, and check it.
@@ -62,6 +70,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Gcs(args) => gcs::run(args, interrupt),
+        Command::Ton(args) => ton::run(args, interrupt),
+        Command::Media(args) => media::run(args, interrupt),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),
     };

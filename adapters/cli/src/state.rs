@@ -18,10 +18,30 @@ use sha2::{Digest as _, Sha256};
 pub struct Saved {
     /// Format version; a file of another version is ignored.
     pub version: u32,
-    /// Which protocol the state is for ("gcs").
+    /// Which protocol the state is for ("gcs", "ton", "media").
     pub protocol: String,
     /// The core's GCS resume state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcs: Option<resumable_core::gcs::ResumeState>,
+    /// The core's TON resume state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ton: Option<resumable_core::ton::TonResumeState>,
+    /// The core's media resume state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<resumable_core::media::MediaResumeState>,
+}
+
+impl Saved {
+    /// An empty state of the current version for `protocol`.
+    pub fn new(protocol: &str) -> Self {
+        Saved {
+            version: VERSION,
+            protocol: protocol.to_owned(),
+            gcs: None,
+            ton: None,
+            media: None,
+        }
+    }
 }
 
 /// The current format version.
@@ -117,8 +137,6 @@ mod tests {
 
     fn saved() -> Saved {
         Saved {
-            version: VERSION,
-            protocol: "gcs".into(),
             gcs: Some(ResumeState {
                 session: SessionUri::parse("http://127.0.0.1:1/s?upload_id=x").unwrap(),
                 total: Some(10),
@@ -127,6 +145,7 @@ mod tests {
                 crc32c: None,
                 fingerprint: "f".into(),
             }),
+            ..Saved::new("gcs")
         }
     }
 

@@ -258,7 +258,7 @@ fn failed_upload_exits_1_with_the_cause() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("session is gone"), "{err}");
-    assert!(err.contains("starts a new session"), "{err}");
+    assert!(err.contains("starts a new upload"), "{err}");
     assert!(!err.contains("upload_id="), "{err}");
     assert!(
         s.state_files().is_empty(),

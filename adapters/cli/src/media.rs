@@ -1,0 +1,192 @@
+//! `resumable media`: Twitter/X `media/upload` chunked upload (M1–M7), v1.1 or v2.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Args, ValueEnum};
+use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
+use resumable_core::media::{ApiForm, ApiVersion, MediaConfig, MediaUpload, ProcessingState};
+
+use crate::Failure;
+use crate::output::Progress;
+use crate::run::{self, Run, open_input, parse_headers, parse_url, seed, usage};
+use crate::size::{human, parse_size};
+
+/// Which form of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Api {
+    /// https://upload.twitter.com/1.1/media/upload.json (form fields, OAuth 1.0a).
+    V1,
+    /// https://api.x.com/2/media/upload (JSON, OAuth 2 user token or OAuth 1.0a).
+    V2,
+}
+
+/// Arguments of `resumable media`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Authorization: OAuth 1.0a from X_CONSUMER_KEY, X_CONSUMER_SECRET, \
+X_ACCESS_TOKEN and X_ACCESS_TOKEN_SECRET when set; for --api v2 also a user token in \
+X_BEARER_TOKEN. Exit codes: 0 success, 1 upload failed, 2 bad usage or input, 130 interrupted."
+)]
+pub struct MediaArgs {
+    /// The file to upload (the size is declared at INIT, so not stdin).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The media type, e.g. video/mp4, image/gif.
+    #[arg(long, value_name = "MIME")]
+    media_type: String,
+    /// The media category, e.g. tweet_video, tweet_gif, tweet_image, amplify_video.
+    #[arg(long, value_name = "C")]
+    category: Option<String>,
+    /// The API form.
+    #[arg(long, value_enum, default_value = "v1")]
+    api: Api,
+    /// The endpoint: the upload.json URL for v1, the /2/media/upload base for v2 (for
+    /// example a local server's).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// A user id that may also use the media (repeatable).
+    #[arg(long = "additional-owner", value_name = "ID")]
+    additional_owners: Vec<String>,
+    /// Bytes per APPEND segment, at most 5,000,000 (raised when the file needs more than 1000).
+    #[arg(long, value_name = "SIZE", default_value = "4MiB")]
+    segment_size: String,
+    /// An extra header for every request, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Where the resume state is kept (default: the per-user state folder, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the outcome as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Failed attempts in a row before giving up.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_retries: u32,
+}
+
+/// Runs `resumable media`.
+pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
+    let api = match (&args.api, &args.endpoint) {
+        (Api::V1, None) => ApiVersion::v1_1(),
+        (Api::V2, None) => ApiVersion::v2(),
+        (Api::V1, Some(url)) => ApiVersion::V1_1 {
+            endpoint: parse_url(url, "endpoint")?,
+        },
+        (Api::V2, Some(url)) => ApiVersion::V2 {
+            base: parse_url(url, "endpoint")?,
+        },
+    };
+    let endpoint = match &api {
+        ApiVersion::V1_1 { endpoint } => endpoint.clone(),
+        ApiVersion::V2 { base } => base.clone(),
+    };
+    let segment =
+        parse_size(&args.segment_size).map_err(|e| usage(format!("--segment-size: {e}")))?;
+    if args.file.as_os_str() == "-" {
+        return Err(usage(
+            "media uploads declare the size at INIT: give a file, not stdin",
+        ));
+    }
+    let mut input = open_input(&args.file)?;
+    let total = input.total.unwrap_or(0);
+    let key = format!("media|{:?}|{endpoint}", args.api);
+    let state_path = run::state_path(args.state.as_deref(), &input, &key)?;
+
+    let mut config = MediaConfig::new(api, total, args.media_type.clone());
+    config.media_category = args.category.clone();
+    config.additional_owners = args.additional_owners.clone();
+    config.segment_size = segment;
+    config.headers = parse_headers(&args.headers)?;
+    config.fingerprint = input.fingerprint.clone();
+    config.boundary_seed = seed();
+    config.retry = config.retry.with_seed(seed());
+    config.retry.max_attempts = args.max_retries;
+    let form = config.api.form();
+    let saved = run::load_state(state_path.as_deref())?
+        .and_then(|s| s.media)
+        .filter(|s| s.fingerprint == input.fingerprint && s.api == form);
+    let resumed_from = saved.as_ref().map(|s| s.next_offset);
+    let mut upload = match saved {
+        Some(state) => MediaUpload::resume(config, state),
+        None => MediaUpload::new(config),
+    }
+    .map_err(|e| usage(e.to_string()))?;
+
+    let accepted: &[CredentialKind] = match form {
+        ApiForm::V1_1 => &[CredentialKind::OAuth1],
+        ApiForm::V2 => &[CredentialKind::OAuth1, CredentialKind::Bearer],
+    };
+    let signer = match Credentials::from_env_for(accepted) {
+        Ok(credentials) => {
+            let scope = SignScope::twitter()
+                .allow(&format!(
+                    "{}://{}/",
+                    endpoint.scheme_str().unwrap_or("https"),
+                    endpoint.authority().map_or("", |a| a.as_str())
+                ))
+                .map_err(|e| usage(format!("cannot sign requests to the endpoint: {e}")))?;
+            Some(credentials.into_signer(scope))
+        }
+        Err(EnvError::Missing { .. }) => None,
+        Err(e) => return Err(usage(e.to_string())),
+    };
+
+    let progress = Progress::new(!args.no_progress, input.total, &input.label);
+    if resumed_from.is_some() {
+        progress.note("resuming the saved media upload");
+    }
+    let run = Run {
+        state_path: state_path.as_deref(),
+        progress: &progress,
+        interrupt,
+        signer,
+    };
+    let done = match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+        Ok(done) => done,
+        Err(e) => return Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
+    };
+    let stats = upload.stats();
+    let processing = done.processing.as_ref().map(|p| match p.state {
+        ProcessingState::Succeeded => "succeeded",
+        ProcessingState::Failed => "failed",
+        ProcessingState::InProgress => "in_progress",
+        ProcessingState::Pending => "pending",
+    });
+    if args.json {
+        let out = serde_json::json!({
+            "protocol": "media",
+            "api": match form { ApiForm::V1_1 => "v1", ApiForm::V2 => "v2" },
+            "bytes": done.size,
+            "media_id": done.media_id,
+            "media_key": done.media_key,
+            "processing": processing,
+            "resumed_from": resumed_from.unwrap_or(0),
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "status_polls": stats.status_polls,
+        });
+        println!("{out}");
+    } else {
+        let processed = match processing {
+            Some(state) => format!(
+                "processing {state} after {} status polls",
+                stats.status_polls
+            ),
+            None => "no processing needed".to_owned(),
+        };
+        println!(
+            "uploaded {} ({} bytes) as media {}: {processed}; {} requests, {} retries",
+            human(done.size),
+            done.size,
+            done.media_id,
+            stats.requests,
+            stats.retries,
+        );
+    }
+    Ok(())
+}
