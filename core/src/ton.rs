@@ -48,9 +48,10 @@
 //! multiple of the minimum chunk size (servers persist whole minimum chunks). The possible
 //! reading is taken; no possible reading is [`ProtocolViolation::RangeUnreadable`] (or
 //! `RangeBeyondSent` / `PersistedWentBackwards` when both readings are out of bounds). Both
-//! readings can only be possible when the minimum chunk size is 1; then the smaller is taken,
-//! because the larger would skip a byte that is not proven stored. A `308` without `Range`
-//! means nothing is held.
+//! readings can only be possible when the minimum chunk size is 1; then the one that agrees
+//! with the end of the chunk sent is taken (T5's first rule), and when neither does, the
+//! smaller, because the larger would skip a byte that is not proven stored. A `308` without
+//! `Range` means nothing is held.
 //!
 //! # After a failure (T6)
 //!
@@ -869,6 +870,11 @@ impl TonUpload {
                 && held < self.total
                 && (held == chunk_end || held % min == 0)
         };
+        // A reading that agrees with what was sent comes first (T5's order); only when
+        // neither does is the multiple of min taken, the smaller when min = 1.
+        if possible(end) && end == chunk_end {
+            return Ok(end);
+        }
         match (possible(n), possible(end)) {
             (true, _) => Ok(n),
             (false, true) => Ok(end),
