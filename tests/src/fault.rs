@@ -5,9 +5,13 @@
 //! 1. **A server script**, [`ServerConfig::faults`](crate::ServerConfig::faults) (what
 //!    `resumable serve --faults SPEC` passes): rules that select requests by kind and
 //!    ordinal, counted over the whole server.
-//! 2. **A session script**: the query parameter `session-faults=SCRIPT` on a GCS start URL
-//!    (XML or JSON) attaches a script to the session it creates; its ordinals count that
-//!    session's requests only (so tests sharing one server do not disturb each other).
+//! 2. **A session script**: the query parameter `session-faults=SCRIPT` on a start URL (GCS
+//!    XML or JSON, TON `?resumable=true`), or the header `x-resumable-session-faults: SCRIPT`
+//!    on a start request (those, and media INIT, v1.1 or v2), attaches a script to the
+//!    session it creates (GCS session, TON upload, media id); its ordinals count that
+//!    session's requests only (so tests sharing one server do not disturb each other). The
+//!    header is read on the start only: a client that sends its headers on every request
+//!    (the core's media upload does) attaches the script once.
 //! 3. **Per request**: the header `x-resumable-fault: FAULTS` or the query parameter
 //!    `fault=FAULTS` (percent-encoded) applies `FAULTS` to that request.
 //!
@@ -31,6 +35,15 @@
 //!           / "gcs.other"                                ; downloads, metadata, simple PUT
 //!           / "compliance"                               ; any compliance request
 //!           / "compliance.create" / "compliance.status" / "compliance.download"
+//!           / "ton"                                      ; any TON request
+//!           / "ton.single"                               ; POST bucket, whole file (T1)
+//!           / "ton.start"                                ; POST bucket?resumable=true (T2)
+//!           / "ton.chunk"                                ; PUT Location (T4)
+//!           / "ton.other"                                ; GET of a stored object
+//!           / "media"                                    ; any media request, v1.1 or v2
+//!           / "media.init" / "media.append"              ; M1 / M2, M6
+//!           / "media.finalize" / "media.status"          ; M3 / M4, M6
+//!           / "media.other"                              ; a command that cannot be told
 //! faults    = fault *( "," fault )                       ; a per-request spec is just this
 //! fault     = "drop-after:" SIZE
 //!           / "persist:" SIZE
@@ -43,6 +56,11 @@
 //!           / "no-range"
 //!           / "lie" [ ":" SIZE ]
 //!           / "range-start:" SIZE
+//!           / "range-form:" ( "plain" / "bytes" / "length" )
+//!           / "process" [ ":" K ]
+//!           / "fail-processing" [ ":" K ]
+//!           / "error-in-progress" [ ":" K ]
+//! K         = digits                                     ; 0 to 1000
 //! SIZE      = digits [ "k" / "KiB" / "m" / "MiB" / "g" / "GiB" ]   ; powers of 1024
 //! DURATION  = digits ( "ms" / "s" )                      ; digits alone are milliseconds
 //! ```
@@ -64,6 +82,39 @@
 //! | `no-range` | Answer a `308` without `Range` (which claims nothing is stored) while storing as usual. |
 //! | `lie[:N]` | Answer a `308` whose `Range` claims `N` bytes (default 262144) more than the server holds: beyond what arrived (G5). |
 //! | `range-start:N` | Answer a `308` whose `Range` starts at `N` instead of 0 (G5). |
+//! | `range-form:F` | TON only: write this `308`'s `Range` as `F` instead of [`ServerConfig::ton_range_form`](crate::ServerConfig::ton_range_form): `plain` is `0-N` with N the last byte held (T5's documented form), `bytes` is `bytes=0-N`, `length` is `0-L` with L the number of bytes held (the seed's literal words, "current uploaded length"). A correct client reads all three (T5). |
+//! | `process[:K]` | Media FINALIZE: process asynchronously, succeeding after `K` STATUS polls (default [`ServerConfig::media_processing_polls`](crate::ServerConfig::media_processing_polls)); `process:0` answers FINALIZE without `processing_info` (ready, M3), whatever the category. On STATUS: succeed `K` polls from now (0: this answer). |
+//! | `fail-processing[:K]` | Media: processing ends `failed` with an `error {code,name,message}` (M4). On FINALIZE it forces asynchronous processing that fails at poll `K` (default: when it would have succeeded; `K` = 0: FINALIZE answers `failed`); on STATUS, `K` polls from now (0: this answer; no `K`: when it would have succeeded). |
+//! | `error-in-progress[:K]` | Media: like `fail-processing`, but the final answer says `state: in_progress` and carries the `error` object (M4: an `error` is terminal whatever the state). |
+//!
+//! A processing fault on STATUS acts on every poll it selects, while processing is
+//! unfinished: `media.status=process:1` moves the end one poll ahead at each poll and never
+//! ends; select one poll (`media.status#2=process:0`).
+//!
+//! Where a fault has no meaning it does nothing: `persist`, `no-range`, `lie`,
+//! `range-start` and `range-form` shape `308` answers (GCS and TON; `persist` also cuts a
+//! media APPEND's segment, see below); the processing faults act on media FINALIZE and
+//! STATUS only.
+//!
+//! ## TON (T1–T6)
+//!
+//! `drop-after`, `persist`, `status`, `retry-after`, `stall`, `truncate`, `expire`,
+//! `no-range`, `lie`, `range-start` and `range-form` act on chunks as on GCS chunks, with
+//! TON's granule: a body cut short keeps the received prefix rounded down to the upload's
+//! minimum chunk size. `persist:N` stores exactly `N` more bytes: with `N` not a multiple of
+//! the minimum chunk size, the `308` claims a count a client cannot prove (T5). `expire`
+//! makes the upload answer `404` from then on.
+//!
+//! ## Media (M1–M6)
+//!
+//! `drop-after:N` on an APPEND cut short stores nothing (a segment is all or nothing); with
+//! `N` at least the body, the request is handled and only the answer is lost (a retried
+//! APPEND replaces the segment, a retried FINALIZE answers as the first did). `persist:N`
+//! on an APPEND keeps only the first `N` bytes of its segment while answering success, so
+//! FINALIZE finds the segments short (`400`). `status:429` carries `x-rate-limit-reset`
+//! (epoch seconds: now plus the `Retry-After` seconds) besides `Retry-After` and `Date`
+//! (M5); injected errors have the API's shape (v1.1 `errors`, v2 RFC 7807). `expire`
+//! expires the media id: it answers `400` from then on (M5).
 //!
 //! # Examples
 //!
@@ -84,6 +135,18 @@
 //! let faults = FaultScript::parse_faults("status:429,retry-after:2").unwrap();
 //! assert_eq!(faults.len(), 2);
 //!
+//! // TON: the second chunk is cut after 100000 bytes; every 308 says `bytes=0-N`.
+//! FaultScript::parse("ton.chunk#2=drop-after:100000; ton.chunk=range-form:bytes").unwrap();
+//!
+//! // Media: FINALIZE starts processing that fails after two STATUS polls; the first APPEND
+//! // is rate limited once (with x-rate-limit-reset); the third poll carries an error while
+//! // in progress.
+//! FaultScript::parse(
+//!     "media.finalize=fail-processing:2; media.append#1=status:429,retry-after:0",
+//! )
+//! .unwrap();
+//! FaultScript::parse("media.finalize=process:5; media.status#3=error-in-progress:0").unwrap();
+//!
 //! assert!(FaultScript::parse("gcs.chunk#0=expire").is_err());
 //! assert!(FaultScript::parse("gcs.chunk=explode").is_err());
 //! ```
@@ -94,13 +157,19 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::ton::TonRangeForm;
+
 /// The longest `stall` a spec may ask for.
 pub const MAX_STALL_SPEC: Duration = Duration::from_secs(600);
+
+/// The most STATUS polls a processing fault may ask for.
+const MAX_PROCESSING_POLLS: u64 = 1000;
 
 /// The kind of a request, as fault selectors name it.
 ///
 /// Leaves are concrete kinds; [`RequestKind::Any`], [`RequestKind::Gcs`],
-/// [`RequestKind::GcsPut`] and [`RequestKind::Compliance`] are groups.
+/// [`RequestKind::GcsPut`], [`RequestKind::Compliance`], [`RequestKind::Ton`] and
+/// [`RequestKind::Media`] are groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestKind {
@@ -128,6 +197,29 @@ pub enum RequestKind {
     ComplianceStatus,
     /// `compliance.download`: `GET download_url` (C3).
     ComplianceDownload,
+    /// `ton`: any TON request.
+    Ton,
+    /// `ton.single`: `POST /1.1/ton/bucket/{bucket}` with the whole file (T1).
+    TonSingle,
+    /// `ton.start`: `POST /1.1/ton/bucket/{bucket}?resumable=true` (T2).
+    TonStart,
+    /// `ton.chunk`: `PUT` of a chunk to the upload's location (T4).
+    TonChunk,
+    /// `ton.other`: `GET` of a stored object, and TON requests of no other kind.
+    TonOther,
+    /// `media`: any media request, v1.1 or v2.
+    Media,
+    /// `media.init`: INIT (M1) or `POST /2/media/upload/initialize` (M6).
+    MediaInit,
+    /// `media.append`: APPEND (M2) or `POST /2/media/upload/{id}/append` (M6).
+    MediaAppend,
+    /// `media.finalize`: FINALIZE (M3) or `POST /2/media/upload/{id}/finalize` (M6).
+    MediaFinalize,
+    /// `media.status`: `GET …?command=STATUS&media_id=ID` (M4, M6).
+    MediaStatus,
+    /// `media.other`: a media request whose command cannot be told before its body is read
+    /// (chunked framing), or names no known command.
+    MediaOther,
     /// Requests no protocol claims (never matched by name, only by `*`).
     Other,
 }
@@ -145,6 +237,17 @@ const KIND_NAMES: &[(&str, RequestKind)] = &[
     ("compliance.create", RequestKind::ComplianceCreate),
     ("compliance.status", RequestKind::ComplianceStatus),
     ("compliance.download", RequestKind::ComplianceDownload),
+    ("ton", RequestKind::Ton),
+    ("ton.single", RequestKind::TonSingle),
+    ("ton.start", RequestKind::TonStart),
+    ("ton.chunk", RequestKind::TonChunk),
+    ("ton.other", RequestKind::TonOther),
+    ("media", RequestKind::Media),
+    ("media.init", RequestKind::MediaInit),
+    ("media.append", RequestKind::MediaAppend),
+    ("media.finalize", RequestKind::MediaFinalize),
+    ("media.status", RequestKind::MediaStatus),
+    ("media.other", RequestKind::MediaOther),
 ];
 
 impl RequestKind {
@@ -168,9 +271,20 @@ impl RequestKind {
             ComplianceCreate => &[ComplianceCreate, Compliance, Any],
             ComplianceStatus => &[ComplianceStatus, Compliance, Any],
             ComplianceDownload => &[ComplianceDownload, Compliance, Any],
+            TonSingle => &[TonSingle, Ton, Any],
+            TonStart => &[TonStart, Ton, Any],
+            TonChunk => &[TonChunk, Ton, Any],
+            TonOther => &[TonOther, Ton, Any],
+            MediaInit => &[MediaInit, Media, Any],
+            MediaAppend => &[MediaAppend, Media, Any],
+            MediaFinalize => &[MediaFinalize, Media, Any],
+            MediaStatus => &[MediaStatus, Media, Any],
+            MediaOther => &[MediaOther, Media, Any],
             GcsPut => &[GcsPut, Gcs, Any],
             Gcs => &[Gcs, Any],
             Compliance => &[Compliance, Any],
+            Ton => &[Ton, Any],
+            Media => &[Media, Any],
             Any | Other => &[Any],
         }
     }
@@ -238,6 +352,15 @@ pub enum Fault {
     Lie(u64),
     /// `range-start:N`: a `308` whose `Range` starts at `N`.
     RangeStart(u64),
+    /// `range-form:F`: a TON `308` whose `Range` is written in form `F` (T5).
+    RangeForm(TonRangeForm),
+    /// `process[:K]`: media processing that succeeds after `K` STATUS polls (M3, M4).
+    Process(Option<u32>),
+    /// `fail-processing[:K]`: media processing that ends `failed` with an `error` (M4).
+    FailProcessing(Option<u32>),
+    /// `error-in-progress[:K]`: media processing whose last answer is `in_progress` with an
+    /// `error` (M4).
+    ErrorInProgress(Option<u32>),
 }
 
 /// One rule of a script: a selector and the faults applied to what it selects.
@@ -268,7 +391,7 @@ pub enum FaultSpecError {
     },
     /// A selector naming no known kind of request.
     #[error(
-        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download)"
+        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download, ton, ton.single, ton.start, ton.chunk, ton.other, media, media.init, media.append, media.finalize, media.status, media.other)"
     )]
     UnknownKind(String),
     /// Ordinals that are not `N`, `N..M`, `N..` or `*` with 1 ≤ N ≤ M.
@@ -276,7 +399,7 @@ pub enum FaultSpecError {
     BadOrdinals(String),
     /// A fault name that does not exist.
     #[error(
-        "unknown fault {0:?} (known: drop-after, persist, status, retry-after, retry-after-date, stall, truncate, expire, no-range, lie, range-start)"
+        "unknown fault {0:?} (known: drop-after, persist, status, retry-after, retry-after-date, stall, truncate, expire, no-range, lie, range-start, range-form, process, fail-processing, error-in-progress)"
     )]
     UnknownFault(String),
     /// A fault that needs a value and has none.
@@ -417,7 +540,18 @@ impl fmt::Display for Fault {
             Fault::NoRange => f.write_str("no-range"),
             Fault::Lie(n) => write!(f, "lie:{n}"),
             Fault::RangeStart(n) => write!(f, "range-start:{n}"),
+            Fault::RangeForm(form) => write!(f, "range-form:{form}"),
+            Fault::Process(k) => write_polls(f, "process", k),
+            Fault::FailProcessing(k) => write_polls(f, "fail-processing", k),
+            Fault::ErrorInProgress(k) => write_polls(f, "error-in-progress", k),
         }
+    }
+}
+
+fn write_polls(f: &mut fmt::Formatter<'_>, name: &str, polls: Option<u32>) -> fmt::Result {
+    match polls {
+        Some(k) => write!(f, "{name}:{k}"),
+        None => f.write_str(name),
     }
 }
 
@@ -474,6 +608,10 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
         "no-range",
         "lie",
         "range-start",
+        "range-form",
+        "process",
+        "fail-processing",
+        "error-in-progress",
     ];
     let name: &'static str = NAMES
         .iter()
@@ -557,6 +695,28 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
                 return Err(bad(v, "at least 1 (a Range from 0 is the honest one)"));
             }
             Fault::RangeStart(n)
+        }
+        "range-form" => {
+            let v = need()?;
+            Fault::RangeForm(
+                TonRangeForm::parse(v).ok_or_else(|| bad(v, "plain, bytes or length"))?,
+            )
+        }
+        "process" | "fail-processing" | "error-in-progress" => {
+            let polls = match value {
+                None => None,
+                Some(v) => Some(
+                    crate::http::parse_u64(v)
+                        .filter(|k| *k <= MAX_PROCESSING_POLLS)
+                        .ok_or_else(|| bad(v, "a number of STATUS polls from 0 to 1000"))?
+                        as u32,
+                ),
+            };
+            match name {
+                "process" => Fault::Process(polls),
+                "fail-processing" => Fault::FailProcessing(polls),
+                _ => Fault::ErrorInProgress(polls),
+            }
         }
         _ => return Err(FaultSpecError::UnknownFault(name.to_owned())),
     })
@@ -655,8 +815,29 @@ pub(crate) struct FaultSet {
     pub(crate) no_range: bool,
     pub(crate) lie: Option<u64>,
     pub(crate) range_start: Option<u64>,
+    pub(crate) range_form: Option<TonRangeForm>,
+    pub(crate) processing: Option<ProcessingFault>,
     /// The faults, for the request log.
     pub(crate) text: String,
+}
+
+/// How a processing fault ends media processing (M4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcessingEnd {
+    /// `state: succeeded`.
+    Succeeded,
+    /// `state: failed` with an `error`.
+    Failed,
+    /// `state: in_progress` with an `error`.
+    ErrorInProgress,
+}
+
+/// A processing fault: how processing ends, and after how many more polls (`None`: as
+/// planned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessingFault {
+    pub(crate) end: ProcessingEnd,
+    pub(crate) polls: Option<u32>,
 }
 
 /// A `Retry-After` to send.
@@ -682,6 +863,25 @@ impl FaultSet {
                 Fault::NoRange => set.no_range = true,
                 Fault::Lie(n) => set.lie = Some(n),
                 Fault::RangeStart(n) => set.range_start = Some(n),
+                Fault::RangeForm(form) => set.range_form = Some(form),
+                Fault::Process(polls) => {
+                    set.processing = Some(ProcessingFault {
+                        end: ProcessingEnd::Succeeded,
+                        polls,
+                    })
+                }
+                Fault::FailProcessing(polls) => {
+                    set.processing = Some(ProcessingFault {
+                        end: ProcessingEnd::Failed,
+                        polls,
+                    })
+                }
+                Fault::ErrorInProgress(polls) => {
+                    set.processing = Some(ProcessingFault {
+                        end: ProcessingEnd::ErrorInProgress,
+                        polls,
+                    })
+                }
             }
         }
         set.text = faults
@@ -752,9 +952,18 @@ mod tests {
     #[test]
     fn every_fault_parses() {
         let all = "drop-after:1m,persist:8MiB,status:429,retry-after:3,retry-after-date:4,\
-                   stall:2s,truncate:10,expire,no-range,lie:5,range-start:7,status:500X3,stall:15";
+                   stall:2s,truncate:10,expire,no-range,lie:5,range-start:7,status:500X3,stall:15,\
+                   range-form:bytes,process,process:0,fail-processing:2,error-in-progress";
         let f = FaultScript::parse_faults(all).unwrap();
-        assert_eq!(f.len(), 13);
+        assert_eq!(f.len(), 18);
+        assert_eq!(f[13], Fault::RangeForm(TonRangeForm::Bytes));
+        assert_eq!(f[14], Fault::Process(None));
+        assert_eq!(f[15], Fault::Process(Some(0)));
+        assert_eq!(f[16], Fault::FailProcessing(Some(2)));
+        assert_eq!(f[17], Fault::ErrorInProgress(None));
+        // Display round-trips.
+        let text: Vec<String> = f.iter().map(ToString::to_string).collect();
+        assert_eq!(FaultScript::parse_faults(&text.join(",")).unwrap(), f);
         assert_eq!(f[0], Fault::DropAfter(1 << 20));
         assert_eq!(f[1], Fault::Persist(8 << 20));
         assert_eq!(f[5], Fault::Stall(Duration::from_secs(2)));
@@ -796,6 +1005,19 @@ mod tests {
                 matches!(e, BadValue { .. })
             }),
             ("gcs.chunk= , ", |e| matches!(e, Empty)),
+            ("ton.chunk=range-form:weird", |e| {
+                matches!(e, BadValue { .. })
+            }),
+            ("ton.chunk=range-form", |e| {
+                matches!(e, MissingValue("range-form"))
+            }),
+            ("media.finalize=process:1001", |e| {
+                matches!(e, BadValue { .. })
+            }),
+            ("media.finalize=fail-processing:x", |e| {
+                matches!(e, BadValue { .. })
+            }),
+            ("media.nope=process", |e| matches!(e, UnknownKind(_))),
         ];
         for (spec, check) in cases {
             let err = FaultScript::parse(spec).unwrap_err();
@@ -830,5 +1052,34 @@ mod tests {
         assert_eq!(code(&pick(RequestKind::GcsQuery)), Some(503));
         assert_eq!(code(&pick(RequestKind::GcsStart)), Some(503));
         assert_eq!(code(&pick(RequestKind::GcsQuery)), None);
+    }
+
+    #[test]
+    fn ton_and_media_kinds_count_in_their_groups() {
+        let s = FaultScript::parse("ton#2=expire; media.append#1=stall:1ms; media#3=status:429")
+            .unwrap();
+        let mut st = FaultState::default();
+        let mut pick = |kind| s.select(&mut st, kind);
+        assert!(pick(RequestKind::TonStart).is_empty());
+        assert_eq!(pick(RequestKind::TonChunk), vec![Fault::Expire]);
+        assert!(pick(RequestKind::MediaInit).is_empty());
+        assert_eq!(
+            pick(RequestKind::MediaAppend),
+            vec![Fault::Stall(Duration::from_millis(1))]
+        );
+        assert_eq!(
+            pick(RequestKind::MediaOther),
+            vec![Fault::Status {
+                code: 429,
+                times: 1
+            }]
+        );
+        for (name, kind) in KIND_NAMES {
+            assert_eq!(kind.name(), *name);
+        }
+        assert_eq!(
+            s.to_string(),
+            "ton#2=expire; media.append#1=stall:1ms; media#3=status:429"
+        );
     }
 }

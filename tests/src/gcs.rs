@@ -558,12 +558,9 @@ fn create_session(
     metadata: Option<Value>,
     status: u16,
 ) -> Outcome {
-    let script = match ctx.req.query_param("session-faults") {
-        None => None,
-        Some(spec) => match FaultScript::parse(spec) {
-            Ok(s) => Some(s),
-            Err(e) => return Outcome::Respond(error(api, 400, &format!("session-faults: {e}"))),
-        },
+    let script = match crate::server::session_script(ctx.req) {
+        Ok(s) => s,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
     };
     let gcs = &ctx.shared.gcs;
     gcs.purge(ctx.shared.config.session_ttl);
@@ -613,11 +610,11 @@ fn create_session(
 /// The `308` for `stored` bytes (G5), shaped by the 308 faults, with G11 applied.
 fn resume_incomplete(ctx: &Ctx<'_>, session: &Session, stored: u64) -> Response {
     let f = &ctx.faults;
-    let claimed = stored + f.lie.unwrap_or(0);
+    let claimed = stored.saturating_add(f.lie.unwrap_or(0));
     let start = f.range_start.unwrap_or(0);
     let mut r = Response::new(308).header("X-GUploader-UploadID", session.id.clone());
     if !f.no_range && (claimed > 0 || start > 0) {
-        let end = claimed.max(start + 1);
+        let end = claimed.max(start.saturating_add(1));
         r = r.header("Range", format!("bytes={start}-{}", end - 1));
     }
     r

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -149,6 +149,30 @@ impl Conn {
                 Err(_) => return Err(HeadError::Malformed("the connection failed mid-head")),
             }
         }
+    }
+
+    /// Buffers up to `want` bytes of what follows the request head (the start of its body)
+    /// without consuming them, waiting at most `wait`, and returns what is buffered: fewer
+    /// bytes when the peer closes, fails or is slower. `want` is capped by the buffer
+    /// (64 KiB). The read timeout is `idle` again afterwards.
+    pub(crate) fn peek(&mut self, want: usize, wait: Duration, idle: Duration) -> &[u8] {
+        let want = want.min(self.buf.len());
+        let deadline = Instant::now() + wait;
+        while self.end - self.start < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.fill() {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = self
+            .stream
+            .set_read_timeout(Some(idle.max(Duration::from_millis(1))));
+        let n = (self.end - self.start).min(want);
+        &self.buf[self.start..self.start + n]
     }
 
     /// Writes all of `bytes`.
@@ -585,10 +609,17 @@ impl Response {
             let value: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
             let _ = write!(out, "{name}: {value}\r\n");
         }
+        // A 204 has no body and so no Content-Length (RFC 9110), unless a fault lies.
+        if self.status != 204 || extra > 0 || !self.body.is_empty() {
+            let _ = write!(
+                out,
+                "Content-Length: {}\r\n",
+                self.body.len() as u64 + extra
+            );
+        }
         let _ = write!(
             out,
-            "Content-Length: {}\r\nDate: {}\r\n",
-            self.body.len() as u64 + extra,
+            "Date: {}\r\n",
             httpdate::fmt_http_date(SystemTime::now())
         );
         if close {

@@ -9,6 +9,12 @@
 //!   detail.
 //! - **Batch compliance** jobs (C1–C3) whose `upload_url` is this server's own GCS side.
 //!   See [`compliance`].
+//! - **TON** (T1–T6): single-request and resumable uploads with `X-TON-*` headers, chunk
+//!   limits, `308` + `Range: 0-N` (in a configurable form) and a relative `Location`. See
+//!   [`ton`].
+//! - **Media upload** (M1–M6), v1.1 (`command=INIT|APPEND|FINALIZE|STATUS`, urlencoded and
+//!   multipart forms) and v2 (`/2/media/upload/…`, `data`-wrapped), with asynchronous
+//!   processing that takes several STATUS polls and can fail. See [`media`].
 //!
 //! and misbehaves on demand: see [`fault`] for the fault grammar and every fault's effect.
 //!
@@ -37,6 +43,9 @@
 //! // … upload with any client, then:
 //! assert_eq!(server.object("bucket", "object.bin"), None);
 //! assert_eq!(server.body_bytes_received(), 0);
+//! assert!(server.ton_bucket_url("ta_partner").ends_with("/1.1/ton/bucket/ta_partner"));
+//! assert!(server.media_v1_url().ends_with("/1.1/media/upload.json"));
+//! assert!(server.media_v2_base().ends_with("/2/media/upload"));
 //! server.shutdown();
 //! ```
 
@@ -47,9 +56,14 @@ pub mod compliance;
 pub mod fault;
 pub mod gcs;
 mod http;
+pub mod media;
+mod multipart;
 mod server;
+pub mod ton;
 mod util;
 
 pub use fault::{Fault, FaultScript, FaultSpecError, Ordinals, RequestKind, Rule, Selector};
 pub use gcs::{GcsApi, ObjectInfo, SessionInfo};
+pub use media::MediaInfo;
 pub use server::{LogEntry, Server, ServerConfig};
+pub use ton::{TonRangeForm, TonUploadInfo};

@@ -12,11 +12,16 @@ use crate::compliance::{self, Compliance};
 use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
 use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
 use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
+use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
+use crate::ton::{self, Ton, TonRangeForm, TonUploadInfo};
 
 /// The most connections served at once; more are closed on accept.
 const MAX_CONNECTIONS: usize = 1024;
 /// How long shutdown waits for threads before leaving them behind.
 const JOIN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long the start of a media body is waited for to tell its command (a slower client
+/// gets its request classified as `media.other`, or `media.append` for multipart).
+const PEEK_WAIT: Duration = Duration::from_secs(2);
 
 /// How a server is set up. Build it with `..Default::default()` so new fields do not break
 /// callers.
@@ -53,6 +58,35 @@ pub struct ServerConfig {
     /// The largest object accepted; a larger one is answered `413` (objects are kept in
     /// memory). Default 16 GiB.
     pub max_object_size: u64,
+    /// TON `X-TON-Min-Chunk-Size` (T3): every chunk but the last is a multiple of it.
+    /// Default 256 KiB (262144), GCS's granule, so a client's chunk planning is exercised
+    /// without forcing megabyte chunks on small test files.
+    pub ton_min_chunk: u64,
+    /// TON `X-TON-Max-Chunk-Size` (T3). Default 64 MiB − 1 (67108863): the largest chunk T4
+    /// allows ("less than 64MB"); not a multiple of the minimum, so a client must round down.
+    pub ton_max_chunk: u64,
+    /// How long a TON upload lives when the start sends no `X-TON-Expires` (its `Expires`).
+    /// Default 1 hour, as in the seed's example.
+    pub ton_upload_ttl: Duration,
+    /// How a TON `308` writes its `Range` (T5). Default [`TonRangeForm::Plain`], `0-N`, as
+    /// documented; the `range-form` fault overrides it per request.
+    pub ton_range_form: TonRangeForm,
+    /// Refuse TON starts without `X-TON-Expires` (some buckets require it, T2). Default off.
+    pub ton_require_expires: bool,
+    /// How long a media id lives after INIT (`expires_after_secs`, M1, M5). Default 86400 s.
+    pub media_expires_after: Duration,
+    /// The largest APPEND segment (M2). Default 5,000,000 bytes, the core's
+    /// `MAX_SEGMENT_SIZE`.
+    pub media_max_segment: u64,
+    /// `media_category` values whose FINALIZE starts asynchronous processing (M3, M4).
+    /// Default `tweet_video`, `tweet_gif`, `amplify_video`, `dm_video`, `dm_gif`.
+    pub media_async_categories: Vec<String>,
+    /// STATUS polls until asynchronous processing succeeds (M4): polls before it answer
+    /// `in_progress`. Default 3.
+    pub media_processing_polls: u32,
+    /// `check_after_secs` in `processing_info` (M4). Default 1 (Twitter says 5 or more; a
+    /// test server should not make clients wait).
+    pub media_check_after_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +103,25 @@ impl Default for ServerConfig {
             log_capacity: 100_000,
             warm_memory: 0,
             max_object_size: 16 << 30,
+            ton_min_chunk: 256 << 10,
+            ton_max_chunk: (64 << 20) - 1,
+            ton_upload_ttl: Duration::from_secs(3600),
+            ton_range_form: TonRangeForm::Plain,
+            ton_require_expires: false,
+            media_expires_after: Duration::from_secs(86_400),
+            media_max_segment: resumable_core::media::MAX_SEGMENT_SIZE,
+            media_async_categories: [
+                "tweet_video",
+                "tweet_gif",
+                "amplify_video",
+                "dm_video",
+                "dm_gif",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+            media_processing_polls: 3,
+            media_check_after_secs: 1,
         }
     }
 }
@@ -94,7 +147,7 @@ pub struct LogEntry {
     pub body_bytes: u64,
     /// Whether an `Authorization` header was sent.
     pub authorization: bool,
-    /// The GCS session concerned, if any.
+    /// The session concerned, if any: a GCS `upload_id`, a TON `resumeId`, or a media id.
     pub upload_id: Option<String>,
     /// The faults applied, in script syntax (empty: none).
     pub faults: String,
@@ -114,6 +167,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     pub(crate) gcs: Gcs,
     pub(crate) compliance: Compliance,
+    pub(crate) ton: Ton,
+    pub(crate) media: MediaStore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,7 +206,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) req: &'a Request,
     pub(crate) body: Body<'a>,
     pub(crate) faults: FaultSet,
-    /// The GCS session concerned (set by the handlers that create one).
+    /// The session concerned (set by the handlers that create one: GCS session, TON upload,
+    /// media id).
     pub(crate) upload_id: Option<String>,
 }
 
@@ -197,13 +253,50 @@ enum Route {
     ComplianceList,
     ComplianceStatus(String),
     ComplianceDownload(String),
+    TonBucket(String),
+    TonObject(String, String, Option<Arc<ton::Upload>>),
+    Media(MediaRoute, Option<Arc<media::Media>>),
     NotFound,
     NotAllowed,
 }
 
-fn route(shared: &Shared, req: &Request) -> Route {
+/// Where a request goes; `peeked` is the start of its body for endpoints whose command is in
+/// the body (media).
+fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
     let m = req.method.as_str();
     let path = req.path.as_str();
+    // TON and media paths first: the GCS XML fallback would take them for BUCKET/OBJECT.
+    let reserved = [ton::PREFIX, "/1.1/ton/", "/1.1/media/", "/2/media/"];
+    if let Some(bucket) = ton::bucket_path(path) {
+        return match m {
+            "POST" => Route::TonBucket(bucket),
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some((bucket, name)) = ton::object_path(path) {
+        return match m {
+            "PUT" => {
+                let upload = req
+                    .query_param("resumeId")
+                    .and_then(|id| shared.ton.upload(id));
+                Route::TonObject(bucket, name, upload)
+            }
+            "GET" => Route::TonObject(bucket, name, None),
+            _ => Route::NotAllowed,
+        };
+    }
+    match media::route(req, peeked) {
+        Some(Some(r)) => {
+            let media = r.media_id().and_then(|id| shared.media.get(id));
+            return Route::Media(r, media);
+        }
+        Some(None) => return Route::NotAllowed,
+        None => {}
+    }
+    // Other paths below TON's and media's are theirs too: not GCS XML objects.
+    if reserved.iter().any(|p| path.starts_with(p)) {
+        return Route::NotFound;
+    }
     if let Some(id) = req.query_param("upload_id") {
         return match m {
             "PUT" | "DELETE" => Route::GcsSession(id.to_owned(), shared.gcs.session(id)),
@@ -285,8 +378,101 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::ComplianceCreate => RequestKind::ComplianceCreate,
         Route::ComplianceList | Route::ComplianceStatus(_) => RequestKind::ComplianceStatus,
         Route::ComplianceDownload(_) => RequestKind::ComplianceDownload,
+        Route::TonBucket(_) if req.query_param("resumable") == Some("true") => {
+            RequestKind::TonStart
+        }
+        Route::TonBucket(_) => RequestKind::TonSingle,
+        Route::TonObject(..) if req.method == "PUT" => RequestKind::TonChunk,
+        Route::TonObject(..) => RequestKind::TonOther,
+        Route::Media(r, _) => r.kind(),
         Route::Index | Route::NotFound | Route::NotAllowed => RequestKind::Other,
     }
+}
+
+/// What a request's session-scoped faults and counters belong to.
+enum Scope {
+    Gcs(Arc<Session>),
+    Ton(Arc<ton::Upload>),
+    Media(Arc<media::Media>),
+}
+
+impl Scope {
+    fn of(route: &Route) -> Option<Scope> {
+        match route {
+            Route::GcsSession(_, Some(s)) => Some(Scope::Gcs(Arc::clone(s))),
+            Route::TonObject(_, _, Some(u)) => Some(Scope::Ton(Arc::clone(u))),
+            Route::Media(_, Some(m)) => Some(Scope::Media(Arc::clone(m))),
+            _ => None,
+        }
+    }
+
+    /// Counts a request of `kind`: returns the repeated faults still owed and the faults the
+    /// session script selects.
+    fn select(&self, kind: RequestKind) -> (Vec<Fault>, Vec<Fault>) {
+        fn pick(
+            script: Option<&FaultScript>,
+            state: &mut FaultState,
+            kind: RequestKind,
+        ) -> (Vec<Fault>, Vec<Fault>) {
+            let picked = match script {
+                Some(script) => script.select(state, kind),
+                None => Vec::new(),
+            };
+            (state.repeat(&picked), picked)
+        }
+        match self {
+            Scope::Gcs(s) => {
+                let mut st = s.lock();
+                st.requests += 1;
+                pick(s.script.as_ref(), &mut st.faults, kind)
+            }
+            Scope::Ton(u) => {
+                let mut st = u.lock();
+                st.requests += 1;
+                pick(u.script.as_ref(), &mut st.faults, kind)
+            }
+            Scope::Media(m) => {
+                let mut st = m.lock();
+                st.requests += 1;
+                pick(m.script.as_ref(), &mut st.faults, kind)
+            }
+        }
+    }
+
+    fn add_body_bytes(&self, n: u64) {
+        match self {
+            Scope::Gcs(s) => s.lock().body_bytes += n,
+            Scope::Ton(u) => u.lock().body_bytes += n,
+            Scope::Media(m) => m.lock().body_bytes += n,
+        }
+    }
+
+    fn id(&self) -> String {
+        match self {
+            Scope::Gcs(s) => s.id.clone(),
+            Scope::Ton(u) => u.resume_id.clone(),
+            Scope::Media(m) => m.id.clone(),
+        }
+    }
+}
+
+/// A session fault script from a start request: the query parameter `session-faults` or the
+/// header `x-resumable-session-faults`. `Err` names the parse error.
+pub(crate) fn session_script(req: &Request) -> Result<Option<FaultScript>, String> {
+    let spec = match (
+        req.query_param("session-faults"),
+        req.headers.get("x-resumable-session-faults"),
+    ) {
+        (Some(q), _) => q.to_owned(),
+        (None, Some(h)) => h
+            .to_str()
+            .map_err(|_| "x-resumable-session-faults is not text".to_owned())?
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    FaultScript::parse(&spec)
+        .map(Some)
+        .map_err(|e| format!("session-faults: {e}"))
 }
 
 /// The per-request faults from the header and the query parameter.
@@ -304,18 +490,30 @@ fn request_faults(req: &Request) -> Result<Vec<Fault>, String> {
     Ok(out)
 }
 
-/// An answer standing in for the request (the `status` fault).
-fn injected(kind: RequestKind, api: GcsApi, code: u16, faults: &FaultSet) -> Response {
+/// An answer standing in for the request (the `status` fault), in the error shape of the
+/// protocol the request belongs to.
+fn injected(
+    route: &Route,
+    kind: RequestKind,
+    api: GcsApi,
+    code: u16,
+    faults: &FaultSet,
+) -> Response {
     let message = format!("injected fault: status {code}");
-    let mut r = match kind {
-        RequestKind::ComplianceCreate
-        | RequestKind::ComplianceStatus
-        | RequestKind::ComplianceDownload => Response::new(code).json(&serde_json::json!({
+    let mut r = match (route, kind) {
+        (
+            _,
+            RequestKind::ComplianceCreate
+            | RequestKind::ComplianceStatus
+            | RequestKind::ComplianceDownload,
+        ) => Response::new(code).json(&serde_json::json!({
             "title": if code == 429 { "Too Many Requests" } else { "Service Unavailable" },
             "detail": message,
             "type": "about:blank",
             "status": code,
         })),
+        (Route::TonBucket(_) | Route::TonObject(..), _) => ton::error(code, &message),
+        (Route::Media(r, _), _) => media::injected(r.is_v2(), code, &message),
         _ => gcs::error(api, code, &message),
     };
     let retry_after = match faults.retry_after {
@@ -324,24 +522,28 @@ fn injected(kind: RequestKind, api: GcsApi, code: u16, faults: &FaultSet) -> Res
         None => None,
     };
     let now = SystemTime::now();
-    match retry_after {
+    let wait = match retry_after {
         Some(RetryAfter::Seconds(s)) => {
             r = r.header("Retry-After", s.to_string());
-            if code == 429 {
-                let reset = crate::util::unix_secs(now) + s;
-                r = r
-                    .header("x-rate-limit-limit", "150")
-                    .header("x-rate-limit-remaining", "0")
-                    .header("x-rate-limit-reset", reset.to_string());
-            }
+            Some(s)
         }
         Some(RetryAfter::Date(s)) => {
             r = r.header(
                 "Retry-After",
                 httpdate::fmt_http_date(now + Duration::from_secs(s)),
             );
+            Some(s)
         }
-        None => {}
+        None => None,
+    };
+    // M5: Twitter's rate-limit headers; `x-rate-limit-reset` is epoch seconds (read against
+    // the answer's `Date`).
+    if let (429, Some(s)) = (code, wait) {
+        let reset = crate::util::unix_secs(now) + s;
+        r = r
+            .header("x-rate-limit-limit", "150")
+            .header("x-rate-limit-remaining", "0")
+            .header("x-rate-limit-reset", reset.to_string());
     }
     r
 }
@@ -374,6 +576,17 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
         Route::ComplianceList => compliance::list(ctx),
         Route::ComplianceStatus(id) => compliance::status(ctx, id),
         Route::ComplianceDownload(id) => compliance::download(ctx, id),
+        Route::TonBucket(bucket) if ctx.req.query_param("resumable") == Some("true") => {
+            ton::start(ctx, bucket)
+        }
+        Route::TonBucket(bucket) => ton::single(ctx, bucket),
+        Route::TonObject(bucket, name, Some(upload)) => ton::chunk(ctx, upload, bucket, name),
+        Route::TonObject(..) if ctx.req.method == "PUT" => Outcome::Respond(ton::error(
+            404,
+            "no such upload: a chunk goes to the start's Location, with its resumeId (T4)",
+        )),
+        Route::TonObject(bucket, name, None) => ton::get_object(ctx, bucket, name),
+        Route::Media(r, _) => media::handle(ctx, r),
         Route::NotFound => Outcome::Respond(
             Response::new(404).body("text/plain; charset=utf-8", b"not found\n".to_vec()),
         ),
@@ -385,13 +598,24 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
 }
 
 /// Handles one request; returns whether the connection may be reused.
-fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
-    let route = route(shared, &req);
-    let kind = kind_of(&route, &req);
-    let session = match &route {
-        Route::GcsSession(_, s) => s.clone(),
-        _ => None,
+fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
+    // Media commands may be in the body: look at its start (without consuming it) to tell
+    // the kind of request and the media id before faults are selected.
+    let peeked = match media::wants_peek(&req, &shared.config) {
+        Some(n) => {
+            if req.expect_continue {
+                req.expect_continue = false;
+                if conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                    return false;
+                }
+            }
+            conn.peek(n, PEEK_WAIT, shared.config.idle_timeout).to_vec()
+        }
+        None => Vec::new(),
     };
+    let route = route(shared, &req, &peeked);
+    let kind = kind_of(&route, &req);
+    let scope = Scope::of(&route);
     let parsed = request_faults(&req);
     let request_faults = parsed.as_ref().cloned().unwrap_or_default();
 
@@ -404,15 +628,10 @@ fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
         faults.extend(st.repeat(&fresh));
         script
     };
-    let session_script = match &session {
+    let session_script = match &scope {
         Some(s) => {
-            let mut st = s.lock();
-            st.requests += 1;
-            let picked = match &s.script {
-                Some(script) => script.select(&mut st.faults, kind),
-                None => Vec::new(),
-            };
-            faults.extend(st.faults.repeat(&picked));
+            let (repeats, picked) = s.select(kind);
+            faults.extend(repeats);
             picked
         }
         None => Vec::new(),
@@ -431,13 +650,17 @@ fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
         truncated: false,
         body_bytes: 0,
         authorization: req.headers.contains_key("authorization"),
-        upload_id: match &route {
-            Route::GcsSession(id, _) => Some(id.clone()),
+        upload_id: match (&route, &scope) {
+            (Route::GcsSession(id, _), _) => Some(id.clone()),
+            (_, Some(s)) => Some(s.id()),
             _ => None,
         },
         faults: fault_set.text.clone(),
     };
-    let api = session.as_ref().map_or(GcsApi::Json, |s| s.api);
+    let api = match &scope {
+        Some(Scope::Gcs(s)) => s.api,
+        _ => GcsApi::Json,
+    };
 
     let mut ctx = Ctx {
         shared,
@@ -454,7 +677,7 @@ fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
         ))
     } else if let Some(code) = ctx.faults.status {
         ctx.body.drain();
-        Outcome::Respond(injected(kind, api, code, &ctx.faults))
+        Outcome::Respond(injected(&route, kind, api, code, &ctx.faults))
     } else {
         dispatch(&mut ctx, &route)
     };
@@ -470,8 +693,8 @@ fn handle(shared: &Shared, conn: &mut Conn, req: Request) -> bool {
     drop(ctx);
 
     entry.body_bytes = received;
-    if let Some(s) = &session {
-        s.lock().body_bytes += received;
+    if let Some(s) = &scope {
+        s.add_body_bytes(received);
     }
     if let Some(stall) = faults.stall {
         shared.sleep(stall.min(shared.config.max_stall));
@@ -683,6 +906,8 @@ impl Server {
             next_conn: AtomicU64::new(0),
             gcs: Gcs::default(),
             compliance: Compliance::default(),
+            ton: Ton::default(),
+            media: MediaStore::default(),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -732,6 +957,85 @@ impl Server {
     /// The compliance jobs endpoint (C1): `BASE/2/compliance/jobs`.
     pub fn compliance_url(&self) -> String {
         format!("{}/2/compliance/jobs", self.shared.base_url)
+    }
+
+    /// A TON bucket URL (T1, T2): `BASE/1.1/ton/bucket/BUCKET`. `POST` it for a single-request
+    /// upload, or with `?resumable=true` to start a resumable one.
+    pub fn ton_bucket_url(&self, bucket: &str) -> String {
+        format!(
+            "{}{}{}",
+            self.shared.base_url,
+            ton::PREFIX,
+            crate::http::percent_encode(bucket)
+        )
+    }
+
+    /// The bytes of a stored TON object, by name (`SzFxGfAg_Zj.mp4`) or by the `Location` the
+    /// server answered (relative or absolute).
+    pub fn ton_object(&self, bucket: &str, name_or_location: &str) -> Option<Vec<u8>> {
+        self.shared.ton.object(bucket, name_or_location)
+    }
+
+    /// Forgets a stored TON object. Returns whether it existed.
+    pub fn remove_ton_object(&self, bucket: &str, name_or_location: &str) -> bool {
+        self.shared.ton.remove_object(bucket, name_or_location)
+    }
+
+    /// A resumable TON upload, by its location (`…?resumable=true&resumeId=N`) or `resumeId`.
+    pub fn ton_upload(&self, location_or_resume_id: &str) -> Option<TonUploadInfo> {
+        self.shared.ton.upload_info(location_or_resume_id)
+    }
+
+    /// The bytes a TON upload holds so far (its persisted prefix; all of them once complete).
+    pub fn ton_upload_bytes(&self, location_or_resume_id: &str) -> Option<Vec<u8>> {
+        self.shared.ton.upload_bytes(location_or_resume_id)
+    }
+
+    /// Every resumable TON upload, in no particular order.
+    pub fn ton_uploads(&self) -> Vec<TonUploadInfo> {
+        self.shared.ton.all_uploads()
+    }
+
+    /// Expires a TON upload now (as the `expire` fault does): it answers `404` from then on.
+    /// Returns whether it existed.
+    pub fn expire_ton_upload(&self, location_or_resume_id: &str) -> bool {
+        self.shared.ton.expire(location_or_resume_id)
+    }
+
+    /// The v1.1 media endpoint (M1–M5): `BASE/1.1/media/upload.json`.
+    pub fn media_v1_url(&self) -> String {
+        format!("{}{}", self.shared.base_url, media::V1_PATH)
+    }
+
+    /// The v2 media base (M6): `BASE/2/media/upload` (`/initialize`, `/{id}/append`,
+    /// `/{id}/finalize` below it; STATUS on it).
+    pub fn media_v2_base(&self) -> String {
+        format!("{}{}", self.shared.base_url, media::V2_PATH)
+    }
+
+    /// The assembled bytes of a finalized media id (`None` before FINALIZE succeeded).
+    pub fn media(&self, media_id: &str) -> Option<Vec<u8>> {
+        self.shared.media.bytes(media_id)
+    }
+
+    /// What the server knows of a media id: segments, APPENDs per segment, processing.
+    pub fn media_info(&self, media_id: &str) -> Option<MediaInfo> {
+        self.shared.media.info(media_id)
+    }
+
+    /// Every media id, in no particular order.
+    pub fn all_media(&self) -> Vec<MediaInfo> {
+        self.shared.media.all()
+    }
+
+    /// Expires a media id now (as the `expire` fault does). Returns whether it existed.
+    pub fn expire_media(&self, media_id: &str) -> bool {
+        self.shared.media.expire(media_id)
+    }
+
+    /// Forgets a media id and its bytes. Returns whether it existed.
+    pub fn remove_media(&self, media_id: &str) -> bool {
+        self.shared.media.remove(media_id)
     }
 
     /// The bytes of a completed object.
@@ -802,8 +1106,9 @@ impl Server {
         }
     }
 
-    /// All request-body bytes ever received, on every connection (including bytes that
-    /// were discarded: re-sent, cut short, or answered by an injected status).
+    /// All request-body bytes ever received, on every connection and protocol (including
+    /// bytes that were discarded: re-sent, cut short, or answered by an injected status; for
+    /// media, the multipart framing too).
     pub fn body_bytes_received(&self) -> u64 {
         self.shared.body_bytes.load(Ordering::Relaxed)
     }
@@ -881,9 +1186,17 @@ fn banner_text(shared: &Shared) -> String {
          \x20 GCS JSON API start (G2):         POST {base}/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT\n\
          \x20 GCS download:                    GET  {base}/download/storage/v1/b/BUCKET/o/OBJECT?alt=media\n\
          \x20 Compliance jobs (C1-C3):         POST {base}/2/compliance/jobs  (Authorization: Bearer <any>)\n\
+         \x20 TON single upload (T1):          POST {base}/1.1/ton/bucket/BUCKET  (Content-Type, Content-Length < 64 MiB)\n\
+         \x20 TON resumable start (T2-T6):     POST {base}/1.1/ton/bucket/BUCKET?resumable=true\n\
+         \x20     chunks: min {min}, max {max} bytes; 308 Range form: {form}\n\
+         \x20 Media v1.1 (M1-M5):              {base}{v1}  (command=INIT|APPEND|FINALIZE, GET command=STATUS)\n\
+         \x20 Media v2 (M6):                   POST {base}{v2}/initialize, then {v2}/ID/append, {v2}/ID/finalize\n\
+         \x20                                  GET  {base}{v2}?command=STATUS&media_id=ID\n\
+         \x20     processing: {categories} take {polls} STATUS polls\n\
          \x20 Faults: {faults}\n\
          \x20     per request: header x-resumable-fault: FAULTS or query fault=FAULTS;\n\
-         \x20     per session: session-faults=SCRIPT on a start URL\n",
+         \x20     per session: session-faults=SCRIPT on a start URL, or header\n\
+         \x20     x-resumable-session-faults: SCRIPT on a start (GCS, TON) or INIT (media)\n",
         xml = gcs::signed_url(
             base,
             "BUCKET",
@@ -891,5 +1204,16 @@ fn banner_text(shared: &Shared) -> String {
             Duration::from_secs(7 * 24 * 3600),
             true
         ),
+        min = shared.config.ton_min_chunk,
+        max = shared.config.ton_max_chunk,
+        form = shared.config.ton_range_form,
+        v1 = media::V1_PATH,
+        v2 = media::V2_PATH,
+        categories = if shared.config.media_async_categories.is_empty() {
+            "no categories".to_owned()
+        } else {
+            shared.config.media_async_categories.join(", ")
+        },
+        polls = shared.config.media_processing_polls,
     )
 }

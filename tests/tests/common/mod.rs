@@ -237,3 +237,119 @@ pub fn put_chunk(
 }
 
 pub const KIB256: usize = 262_144;
+
+// ---- driving the core's state machines (TON, media) over raw sockets ----
+
+/// Sends one request of the core on a fresh connection: its head as given, its body as
+/// `prefix`, the source range, `suffix`. A failure to write or read is a reset.
+pub fn core_send(
+    send: &resumable_core::Send,
+    source: &[u8],
+) -> Result<http::Response<bytes::Bytes>, resumable_core::TransportFailure> {
+    use resumable_core::TransportFailure;
+    let uri = send.request.uri();
+    let addr: SocketAddr = uri
+        .authority()
+        .expect("absolute URI")
+        .as_str()
+        .parse()
+        .expect("an IP:port authority");
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let headers: Vec<(String, String)> = send
+        .request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut body = send.body.prefix.to_vec();
+    let r = &send.body.source;
+    body.extend_from_slice(&source[r.start as usize..r.end as usize]);
+    body.extend_from_slice(&send.body.suffix);
+    let mut conn = Conn::open(addr);
+    conn.write_request(send.request.method().as_str(), target, &header_refs, &body)
+        .map_err(|_| TransportFailure::Reset)?;
+    let resp = conn.read_response().map_err(|_| TransportFailure::Reset)?;
+    let mut builder = http::Response::builder().status(resp.status);
+    for (k, v) in &resp.headers {
+        builder = builder.header(k, v);
+    }
+    Ok(builder.body(bytes::Bytes::from(resp.body)).unwrap())
+}
+
+/// Runs an upload of the core to its end (bounded): sends its requests with [`core_send`],
+/// sleeps through its waits (each at most 2 s), hands in reads of `source`.
+pub fn core_drive<U: resumable_core::Upload>(
+    upload: &mut U,
+    source: &[u8],
+) -> Result<U::Output, resumable_core::Error> {
+    use resumable_core::Action;
+    use std::time::Instant;
+    for _ in 0..10_000 {
+        match upload.poll_action(Instant::now()) {
+            Action::Read(read) => {
+                let a = read.range.start as usize;
+                let b = (read.range.end as usize).min(source.len());
+                upload
+                    .handle_read(Instant::now(), read.range.start, &source[a.min(b)..b])
+                    .unwrap();
+            }
+            Action::Send(send) => match core_send(&send, source) {
+                Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
+                Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
+            },
+            Action::Wait(until) => std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(2)),
+            ),
+            Action::Done(outcome) => return outcome,
+        }
+    }
+    panic!("the upload did not end");
+}
+
+/// A retry policy for tests: short waits, no jitter, `Retry-After` capped at 20 ms.
+pub fn fast_retries() -> resumable_core::RetryPolicy {
+    let mut p = resumable_core::RetryPolicy::default();
+    p.initial_backoff = Duration::from_millis(5);
+    p.max_backoff = Duration::from_millis(20);
+    p.jitter = Duration::ZERO;
+    p.max_retry_after = Duration::from_millis(20);
+    p
+}
+
+/// A server with a fault script.
+pub fn scripted(spec: &str) -> Server {
+    server_with(ServerConfig {
+        faults: resumable_conformance::FaultScript::parse(spec).unwrap(),
+        ..ServerConfig::default()
+    })
+}
+
+/// A `multipart/form-data` body of `fields` (the `media` field gets a filename and a binary
+/// type, as the core frames it): the `Content-Type` value and the body.
+pub fn multipart(fields: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "test-boundary-7e4f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        if *name == "media" {
+            body.extend_from_slice(
+                b"Content-Disposition: form-data; name=\"media\"; filename=\"blob\"\r\n\
+                  Content-Type: application/octet-stream\r\n\r\n",
+            );
+        } else {
+            body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
