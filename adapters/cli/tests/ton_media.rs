@@ -1,0 +1,332 @@
+//! `resumable ton` and `resumable media` end to end against the conformance server, with
+//! faults (given to the server as a session script in a start/INIT header), resume after
+//! `kill -9`, and `--json`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use resumable_conformance::{Server, ServerConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_resumable");
+const KIB: usize = 1024;
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(2654435761).to_le_bytes()[2] ^ seed)
+        .collect()
+}
+
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch(tempfile::tempdir().unwrap())
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("XDG_STATE_HOME", self.0.path().join("state"))
+            // No real credentials: the local server needs none.
+            .env_remove("X_CONSUMER_KEY")
+            .env_remove("X_BEARER_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn state_files(&self) -> usize {
+        std::fs::read_dir(self.0.path().join("state").join("resumable"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// T2-T6: a resumable TON upload through faults (a drop mid-chunk, a 503 with Retry-After)
+// ends byte-identical, and --json reports the stored object's location.
+#[test]
+fn ton_upload_with_faults() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(1200 * KIB + 11, 1);
+    let file = s.file("v.mp4", &bytes);
+    let url = server.ton_bucket_url("ta_partner");
+    let out = s.run(&[
+        "ton",
+        "--content-type",
+        "video/mp4",
+        "--chunk-size",
+        "256KiB",
+        "--json",
+        "-H",
+        "x-resumable-session-faults: ton.chunk#2=drop-after:100000; ton.chunk#3=status:503,retry-after:1",
+        file.to_str().unwrap(),
+        &url,
+    ]);
+    let j = json(&out);
+    assert_eq!(j["protocol"], "ton");
+    assert_eq!(j["bytes"], bytes.len() as u64);
+    assert_eq!(j["status"], 201);
+    assert_eq!(j["retries"], 2, "{j}");
+    let location = j["location"].as_str().unwrap();
+    assert!(
+        location.contains("/1.1/ton/bucket/ta_partner/"),
+        "{location}"
+    );
+    assert_eq!(server.ton_object("ta_partner", location).unwrap(), bytes);
+    assert_eq!(s.state_files(), 0, "state removed on success");
+}
+
+// T1: --single uploads in one request.
+#[test]
+fn ton_single_request() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(300 * KIB, 2);
+    let file = s.file("a.bin", &bytes);
+    let url = server.ton_bucket_url("b");
+    let out = s.run(&[
+        "ton",
+        "--single",
+        "--content-type",
+        "application/octet-stream",
+        "--json",
+        file.to_str().unwrap(),
+        &url,
+    ]);
+    let j = json(&out);
+    assert_eq!(j["requests"], 1);
+    let location = j["location"].as_str().unwrap();
+    assert_eq!(server.ton_object("b", location).unwrap(), bytes);
+}
+
+// T5, T6: kill -9 during a stalled chunk, run again: the same upload continues from its
+// saved state (one start), the object is byte-identical.
+#[test]
+fn ton_resumes_after_kill_9() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(1024 * KIB + 5, 3);
+    let file = s.file("k.bin", &bytes);
+    let url = server.ton_bucket_url("b");
+    let args = [
+        "ton",
+        "--content-type",
+        "application/octet-stream",
+        "--chunk-size",
+        "256KiB",
+        "--json",
+        "-H",
+        "x-resumable-session-faults: ton.chunk#2=stall:20s",
+        file.to_str().unwrap(),
+        url.as_str(),
+    ];
+    let mut child = s.command(&args).spawn().unwrap();
+    wait_until("the first chunk stored", || {
+        server
+            .ton_uploads()
+            .iter()
+            .any(|u| u.stored >= 256 * KIB as u64)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(s.state_files(), 1);
+
+    let j = json(&s.run(&args));
+    assert!(
+        j["resumed_from"].as_u64().unwrap() >= 256 * KIB as u64,
+        "{j}"
+    );
+    let location = j["location"].as_str().unwrap();
+    assert_eq!(server.ton_object("b", location).unwrap(), bytes);
+    assert_eq!(
+        server.ton_uploads().len(),
+        1,
+        "no second upload was started"
+    );
+}
+
+// M1-M4, M6: media in both API forms, with a category that processes over several STATUS
+// polls, and an APPEND that fails once (retried with the same segment_index).
+#[test]
+fn media_uploads_in_both_forms_with_processing() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(700 * KIB + 3, 4);
+    let file = s.file("clip.mp4", &bytes);
+    for (api, endpoint) in [
+        ("v1", server.media_v1_url()),
+        ("v2", server.media_v2_base()),
+    ] {
+        let out = s.run(&[
+            "media",
+            "--media-type",
+            "video/mp4",
+            "--category",
+            "tweet_video",
+            "--api",
+            api,
+            "--endpoint",
+            &endpoint,
+            "--segment-size",
+            "256KiB",
+            "--json",
+            "-H",
+            "x-resumable-session-faults: media.append#2=status:503",
+            file.to_str().unwrap(),
+        ]);
+        let j = json(&out);
+        assert_eq!(j["protocol"], "media");
+        assert_eq!(j["api"], api);
+        assert_eq!(j["bytes"], bytes.len() as u64);
+        assert_eq!(j["processing"], "succeeded", "{j}");
+        assert!(j["status_polls"].as_u64().unwrap() >= 1, "{j}");
+        assert_eq!(j["retries"], 1, "{j}");
+        let id = j["media_id"].as_str().unwrap();
+        assert_eq!(server.media(id).unwrap(), bytes, "{api}");
+        let info = server.media_info(id).unwrap();
+        assert_eq!(info.segments, 3);
+        assert_eq!(
+            info.appends.get(&1),
+            Some(&1),
+            "segment 1 accepted once: {info:?}"
+        );
+        assert!(j["media_key"].is_string());
+    }
+}
+
+// M4: processing that fails is exit 1 with the server's error in words.
+#[test]
+fn media_processing_failure_exits_1() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let file = s.file("bad.mp4", &data(10 * KIB, 5));
+    let out = s.run(&[
+        "media",
+        "--media-type",
+        "video/mp4",
+        "--category",
+        "tweet_video",
+        "--endpoint",
+        &server.media_v1_url(),
+        "-H",
+        "x-resumable-session-faults: media.finalize=fail-processing",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("media processing failed"), "{err}");
+}
+
+// M2: a killed media upload resumes with the next unacknowledged segment of the same media id.
+#[test]
+fn media_resumes_after_kill_9() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(1024 * KIB, 6);
+    let file = s.file("m.gif", &bytes);
+    let endpoint = server.media_v1_url();
+    let args = [
+        "media",
+        "--media-type",
+        "image/gif",
+        "--endpoint",
+        endpoint.as_str(),
+        "--segment-size",
+        "256KiB",
+        "--json",
+        "-H",
+        "x-resumable-session-faults: media.append#3=stall:20s",
+        file.to_str().unwrap(),
+    ];
+    let mut child = s.command(&args).spawn().unwrap();
+    wait_until("two segments appended", || {
+        server.all_media().iter().any(|m| m.appends.len() >= 2)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let j = json(&s.run(&args));
+    assert!(
+        j["resumed_from"].as_u64().unwrap() >= 512 * KIB as u64,
+        "{j}"
+    );
+    assert_eq!(
+        server.all_media().len(),
+        1,
+        "the same media id, no second INIT"
+    );
+    let id = j["media_id"].as_str().unwrap();
+    assert_eq!(server.media(id).unwrap(), bytes);
+    let info = server.media_info(id).unwrap();
+    assert_eq!(
+        info.appends.get(&0),
+        Some(&1),
+        "segment 0 was not sent again"
+    );
+    assert_eq!(
+        info.appends.get(&1),
+        Some(&1),
+        "segment 1 was not sent again"
+    );
+}
+
+// Exit 2: TON and media need the size up front, so stdin is refused; bad URLs too.
+#[test]
+fn ton_and_media_refuse_stdin_and_bad_urls() {
+    let s = Scratch::new();
+    let out = s.run(&["ton", "--content-type", "a/b", "-", "http://127.0.0.1:9/b"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = s.run(&["media", "--media-type", "image/gif", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    let f = s.file("x", b"x");
+    let out = s.run(&[
+        "ton",
+        "--content-type",
+        "a/b",
+        f.to_str().unwrap(),
+        "ftp://x/b",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = s.run(&[
+        "media",
+        "--media-type",
+        "image/gif",
+        "--endpoint",
+        "nope",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
