@@ -1,9 +1,10 @@
-//! `resumable demo`: the embedded conformance server, a generated file, and uploads through
-//! the same code as `resumable gcs`, with faults injected on the way, checked byte for byte.
+//! `resumable demo`: the embedded conformance server, a generated file, and uploads of it
+//! through the same code as `resumable gcs`, `resumable ton` and `resumable media`, with faults
+//! injected on the way, every stored object checked byte for byte.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,10 +12,15 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use http::{HeaderMap, HeaderValue};
 use resumable_conformance::{Server, ServerConfig};
+use resumable_core::media::ProcessingState;
 
 use crate::Failure;
+use resumable_core::chunk::GCS_GRANULE;
+
 use crate::gcs::{self, Job, Report};
+use crate::media::{self, Api, MediaArgs};
 use crate::size::{human, parse_size};
+use crate::ton::{self, TonArgs};
 
 /// Arguments of `resumable demo`.
 #[derive(Args, Debug)]
@@ -28,14 +34,19 @@ pub struct DemoArgs {
 }
 
 const BUCKET: &str = "demo-bucket";
-const CHUNK: u64 = 4 << 20;
 
 /// One line of the summary.
 struct Row {
     what: &'static str,
-    report: Report,
+    bytes: u64,
+    requests: u64,
+    retries: u64,
     resumes: u32,
+    resumed_from: u64,
+    /// What was verified beyond the stored bytes.
+    check: &'static str,
     identical: bool,
+    /// Request-body bytes the server received for this upload (re-sent bytes count again).
     received: u64,
     elapsed: Duration,
 }
@@ -53,24 +64,34 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("cannot start the embedded server: {e}")))?;
     println!("embedded conformance server at {}", server.base_url());
     println!(
-        "uploading {} ({size} bytes) in {} chunks\n",
-        human(size),
-        human(CHUNK)
+        "uploading a generated file of {} ({size} bytes)\n",
+        human(size)
     );
-
+    let progress = !args.no_progress;
+    // About eight chunks whatever the size, so every fault below lands inside the upload.
+    let chunk = (size / 8 / GCS_GRANULE * GCS_GRANULE).clamp(GCS_GRANULE, 4 << 20);
     let mut rows = Vec::new();
 
-    // 1. XML/signed-URL start (G1), with the network misbehaving: a connection dropped
+    // 1. GCS, XML/signed-URL start (G1), with the network misbehaving: a connection dropped
     //    mid-chunk, two 503s with Retry-After, a chunk only partly persisted (G5, G8).
-    let faults = "gcs.chunk#2=drop-after:1MiB; gcs.chunk#4=status:503x2,retry-after:1; gcs.chunk#6=persist:256KiB";
-    println!("1. GCS XML/signed-URL upload; faults: {faults}");
-    let url = with_session_faults(&server.gcs_xml_url(BUCKET, "xml.bin"), faults);
-    let job = job(&file, url, &dir.join("xml.state"), !args.no_progress);
+    let faults = format!(
+        "gcs.chunk#2=drop-after:{}; gcs.chunk#4=status:503x2,retry-after:1; gcs.chunk#6=persist:{}",
+        chunk / 2,
+        chunk / 2
+    );
+    println!(
+        "1. GCS XML/signed-URL upload in {} chunks; faults: {faults}",
+        human(chunk)
+    );
+    let url = with_session_faults(&server.gcs_xml_url(BUCKET, "xml.bin"), &faults);
     let started = Instant::now();
-    let report = gcs::execute(&job, interrupt.clone())?;
-    rows.push(row(
+    let report = gcs::execute(
+        &job(&file, url, chunk, &dir.join("xml.state"), progress),
+        interrupt.clone(),
+    )?;
+    rows.push(gcs_row(
         "GCS XML, faults",
-        report,
+        &report,
         0,
         &server,
         "xml.bin",
@@ -78,11 +99,16 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         started,
     ));
 
-    // 2. JSON API start (G2), the process "crashes" half-way (the driver is stopped as by
-    //    Ctrl-C or kill), then the same job runs again from its saved state (G3).
-    println!("\n2. GCS JSON API upload, interrupted half-way, then resumed from the saved state");
-    let url = server.gcs_json_url(BUCKET, "json.bin");
-    let job = self::job(&file, url, &dir.join("json.state"), !args.no_progress);
+    // 2. GCS, JSON API start (G2): the process "crashes" half-way (the driver is stopped, as
+    //    by Ctrl-C or kill), then the same job runs again from its saved state (G3).
+    println!("\n2. GCS JSON API upload, interrupted half-way, then resumed from its saved state");
+    let job = job(
+        &file,
+        server.gcs_json_url(BUCKET, "json.bin"),
+        chunk,
+        &dir.join("json.state"),
+        progress,
+    );
     let started = Instant::now();
     let crash = Arc::new(AtomicBool::new(false));
     let finished = AtomicBool::new(false);
@@ -95,7 +121,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     if interrupt.load(Ordering::SeqCst) {
         return Err(Failure::Interrupted("demo stopped".into()));
     }
-    let resumes = match first {
+    let (report, resumes) = match first {
         Err(Failure::Interrupted(_)) => {
             let held = server
                 .sessions()
@@ -106,19 +132,13 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
                 "   interrupted with {} on the server; running the same job again",
                 human(held)
             );
-            1
+            (gcs::execute(&job, interrupt.clone())?, 1)
         }
-        Err(other) => return Err(other),
-        Ok(_) => 0,
+        other => (other?, 0),
     };
-    let report = if resumes == 1 {
-        gcs::execute(&job, interrupt.clone())?
-    } else {
-        first?
-    };
-    rows.push(row(
+    rows.push(gcs_row(
         "GCS JSON, interrupted",
-        report,
+        &report,
         resumes,
         &server,
         "json.bin",
@@ -126,44 +146,112 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         started,
     ));
 
+    // 3. TON (T2-T6): chunks sized to the server's minimum and the observed rate, through a
+    //    dropped connection and a 429 with Retry-After.
+    let faults = "ton.chunk#2=drop-after:100000; ton.chunk#3=status:429,retry-after:1";
+    println!("\n3. TON resumable upload; faults: {faults}");
+    let started = Instant::now();
+    let ton_args = TonArgs {
+        file: file.clone(),
+        bucket_url: server.ton_bucket_url("demo"),
+        content_type: "application/octet-stream".into(),
+        expires: None,
+        chunk_size: chunk.to_string(),
+        single: false,
+        headers: vec![format!("x-resumable-session-faults: {faults}")],
+        state: Some(dir.join("ton.state")),
+        no_progress: !progress,
+        json: false,
+        max_retries: 10,
+    };
+    let report = ton::execute(&ton_args, interrupt.clone())?;
+    let location = report.done.location.to_string();
+    rows.push(Row {
+        what: "TON, faults",
+        bytes: report.done.size,
+        requests: report.stats.requests,
+        retries: report.stats.retries,
+        resumes: 0,
+        resumed_from: 0,
+        check: "-",
+        identical: server.ton_object("demo", &location).as_deref() == Some(&source[..]),
+        received: server
+            .ton_uploads()
+            .iter()
+            .map(|u| u.body_bytes_received)
+            .sum(),
+        elapsed: started.elapsed(),
+    });
+
+    // 4. media/upload, X API v2 (M1-M6): APPEND segments, one answered 503 (retried with the
+    //    same segment_index), then FINALIZE and STATUS polls while the server processes.
+    let faults = "media.append#2=status:503";
+    println!("\n4. media/upload (X API v2), tweet_video with processing; faults: {faults}");
+    let started = Instant::now();
+    let media_args = MediaArgs {
+        file: file.clone(),
+        media_type: "video/mp4".into(),
+        category: Some("tweet_video".into()),
+        api: Api::V2,
+        endpoint: Some(server.media_v2_base()),
+        additional_owners: Vec::new(),
+        segment_size: chunk.to_string(),
+        headers: vec![format!("x-resumable-session-faults: {faults}")],
+        state: Some(dir.join("media.state")),
+        no_progress: !progress,
+        json: false,
+        max_retries: 10,
+    };
+    let report = media::execute(&media_args, interrupt.clone())?;
+    let processed = report
+        .done
+        .processing
+        .as_ref()
+        .is_some_and(|p| p.state == ProcessingState::Succeeded);
+    let media = server.media_info(&report.done.media_id);
+    rows.push(Row {
+        what: "media v2, processing",
+        bytes: report.done.size,
+        requests: report.stats.requests,
+        retries: report.stats.retries,
+        resumes: 0,
+        resumed_from: 0,
+        check: if processed { "processed" } else { "-" },
+        identical: server.media(&report.done.media_id).as_deref() == Some(&source[..]),
+        received: media.map_or(0, |m| m.body_bytes_received),
+        elapsed: started.elapsed(),
+    });
+
     println!(
-        "\n{:<24} {:>10} {:>9} {:>8} {:>8} {:>13} {:>9} {:>7}",
-        "upload", "bytes", "requests", "retries", "resumes", "resumed from", "crc32c", "stored"
+        "\n{:<22} {:>10} {:>9} {:>8} {:>8} {:>13} {:>10} {:>7}",
+        "upload", "bytes", "requests", "retries", "resumes", "resumed from", "checked", "stored"
     );
     let mut all_good = true;
     for r in &rows {
-        let s = r.report.stats;
-        let crc = if r.report.done.verified.crc32c {
-            "verified"
-        } else {
-            "unchecked"
-        };
-        let stored = if r.identical { "same" } else { "DIFFERS" };
-        all_good &= r.identical && r.report.done.verified.crc32c;
+        all_good &= r.identical;
         println!(
-            "{:<24} {:>10} {:>9} {:>8} {:>8} {:>13} {:>9} {:>7}",
+            "{:<22} {:>10} {:>9} {:>8} {:>8} {:>13} {:>10} {:>7}",
             r.what,
-            r.report.done.size,
-            s.requests,
-            s.retries,
+            r.bytes,
+            r.requests,
+            r.retries,
             r.resumes,
-            human(s.resumed_from.unwrap_or(0)),
-            crc,
-            stored
+            human(r.resumed_from),
+            r.check,
+            if r.identical { "same" } else { "DIFFERS" }
         );
-        let resent = r.received.saturating_sub(size);
         println!(
-            "{:<24} server received {} of bodies ({} sent again after faults) in {:.1} s",
+            "{:<22} the server received {} of request bodies ({} again after faults) in {:.1} s",
             "",
             human(r.received),
-            human(resent),
+            human(r.received.saturating_sub(r.bytes)),
             r.elapsed.as_secs_f64()
         );
     }
     server.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     if all_good {
-        println!("\nevery upload is byte-identical on the server and its CRC32C was verified");
+        println!("\nevery stored object is byte-identical to the file");
         Ok(())
     } else {
         Err(Failure::Upload(vec![
@@ -172,12 +260,12 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     }
 }
 
-fn job(file: &Path, url: String, state: &Path, progress: bool) -> Job {
+fn job(file: &Path, url: String, chunk: u64, state: &Path, progress: bool) -> Job {
     Job {
         file: file.to_path_buf(),
         url,
         session: false,
-        chunk: CHUNK,
+        chunk,
         content_type: HeaderValue::from_static("application/octet-stream"),
         start_headers: HeaderMap::new(),
         state: Some(state.to_path_buf()),
@@ -186,27 +274,34 @@ fn job(file: &Path, url: String, state: &Path, progress: bool) -> Job {
     }
 }
 
-fn row(
+fn gcs_row(
     what: &'static str,
-    report: Report,
+    report: &Report,
     resumes: u32,
     server: &Server,
     object: &str,
     source: &[u8],
     started: Instant,
 ) -> Row {
-    let received = server
-        .sessions()
-        .into_iter()
-        .filter(|s| s.object == object)
-        .map(|s| s.body_bytes_received)
-        .sum();
     Row {
         what,
-        report,
+        bytes: report.done.size,
+        requests: report.stats.requests,
+        retries: report.stats.retries,
         resumes,
+        resumed_from: report.stats.resumed_from.unwrap_or(0),
+        check: if report.done.verified.crc32c {
+            "crc32c"
+        } else {
+            "-"
+        },
         identical: server.object(BUCKET, object).as_deref() == Some(source),
-        received,
+        received: server
+            .sessions()
+            .into_iter()
+            .filter(|s| s.object == object)
+            .map(|s| s.body_bytes_received)
+            .sum(),
         elapsed: started.elapsed(),
     }
 }
@@ -270,7 +365,7 @@ fn write_source(path: &Path, size: u64) -> std::io::Result<()> {
     out.flush()
 }
 
-fn tempdir() -> Result<std::path::PathBuf, Failure> {
+fn tempdir() -> Result<PathBuf, Failure> {
     let dir = std::env::temp_dir().join(format!("resumable-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", dir.display())))?;

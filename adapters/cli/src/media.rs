@@ -6,7 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use clap::{Args, ValueEnum};
 use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
-use resumable_core::media::{ApiForm, ApiVersion, MediaConfig, MediaUpload, ProcessingState};
+use resumable_core::media::{
+    ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaStats, MediaUpload, ProcessingState,
+};
 
 use crate::Failure;
 use crate::output::Progress;
@@ -32,45 +34,57 @@ X_BEARER_TOKEN. Exit codes: 0 success, 1 upload failed, 2 bad usage or input, 13
 pub struct MediaArgs {
     /// The file to upload (the size is declared at INIT, so not stdin).
     #[arg(value_name = "FILE")]
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The media type, e.g. video/mp4, image/gif.
     #[arg(long, value_name = "MIME")]
-    media_type: String,
+    pub(crate) media_type: String,
     /// The media category, e.g. tweet_video, tweet_gif, tweet_image, amplify_video.
     #[arg(long, value_name = "C")]
-    category: Option<String>,
+    pub(crate) category: Option<String>,
     /// The API form.
     #[arg(long, value_enum, default_value = "v1")]
-    api: Api,
+    pub(crate) api: Api,
     /// The endpoint: the upload.json URL for v1, the /2/media/upload base for v2 (for
     /// example a local server's).
     #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// A user id that may also use the media (repeatable).
     #[arg(long = "additional-owner", value_name = "ID")]
-    additional_owners: Vec<String>,
+    pub(crate) additional_owners: Vec<String>,
     /// Bytes per APPEND segment, at most 5,000,000 (raised when the file needs more than 1000).
     #[arg(long, value_name = "SIZE", default_value = "4MiB")]
-    segment_size: String,
+    pub(crate) segment_size: String,
     /// An extra header for every request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    headers: Vec<String>,
+    pub(crate) headers: Vec<String>,
     /// Where the resume state is kept (default: the per-user state folder, mode 0600).
     #[arg(long, value_name = "PATH")]
-    state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// No progress bar (it is also off when stderr is not a terminal).
     #[arg(long)]
-    no_progress: bool,
+    pub(crate) no_progress: bool,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Failed attempts in a row before giving up.
     #[arg(long, value_name = "N", default_value_t = 10)]
-    max_retries: u32,
+    pub(crate) max_retries: u32,
 }
 
-/// Runs `resumable media`.
-pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
+/// What a finished media upload reports.
+pub struct MediaReport {
+    /// The core's completion.
+    pub done: MediaCompletion,
+    /// Requests, retries, status polls.
+    pub stats: MediaStats,
+    /// Where a resumed upload went on from (the next unacknowledged segment's offset).
+    pub resumed_from: Option<u64>,
+    /// The API form used.
+    pub form: ApiForm,
+}
+
+/// Runs one media upload to its end (resuming from the saved state when there is one).
+pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaReport, Failure> {
     let api = match (&args.api, &args.endpoint) {
         (Api::V1, None) => ApiVersion::v1_1(),
         (Api::V2, None) => ApiVersion::v2(),
@@ -146,11 +160,22 @@ pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         interrupt,
         signer,
     };
-    let done = match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
-        Ok(done) => done,
-        Err(e) => return Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
-    };
-    let stats = upload.stats();
+    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+        Ok(done) => Ok(MediaReport {
+            done,
+            stats: upload.stats(),
+            resumed_from,
+            form,
+        }),
+        Err(e) => Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
+    }
+}
+
+/// Runs `resumable media`.
+pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
+    let report = execute(&args, interrupt)?;
+    let (done, stats, resumed_from, form) =
+        (&report.done, report.stats, report.resumed_from, report.form);
     let processing = done.processing.as_ref().map(|p| match p.state {
         ProcessingState::Succeeded => "succeeded",
         ProcessingState::Failed => "failed",

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use clap::Args;
 use http::HeaderValue;
 use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
-use resumable_core::ton::{TonConfig, TonStart, TonUpload};
+use resumable_core::ton::{Stats, TonCompletion, TonConfig, TonStart, TonUpload};
 
 use crate::Failure;
 use crate::output::Progress;
@@ -24,42 +24,80 @@ start request. Exit codes: 0 success, 1 upload failed, 2 bad usage or input, 130
 pub struct TonArgs {
     /// The file to upload (TON needs the size up front, so not stdin).
     #[arg(value_name = "FILE")]
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The bucket URL, e.g. https://ton.twitter.com/1.1/ton/bucket/ta_partner
     #[arg(value_name = "BUCKET_URL")]
-    bucket_url: String,
+    pub(crate) bucket_url: String,
     /// The object's content type (sent as Content-Type and X-TON-Content-Type).
     #[arg(long, value_name = "MIME")]
-    content_type: String,
+    pub(crate) content_type: String,
     /// When the object expires, an RFC 1123 date (X-TON-Expires, at most 7 days ahead).
     #[arg(long, value_name = "DATE")]
-    expires: Option<String>,
+    pub(crate) expires: Option<String>,
     /// The first chunk size; later chunks adapt to the rate (about 20 s each) within the
     /// server's minimum and maximum.
     #[arg(long, value_name = "SIZE", default_value = "4MiB")]
-    chunk_size: String,
+    pub(crate) chunk_size: String,
     /// Upload in one request (T1; files under 64 MiB).
     #[arg(long)]
-    single: bool,
+    pub(crate) single: bool,
     /// An extra header for the start request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    headers: Vec<String>,
+    pub(crate) headers: Vec<String>,
     /// Where the resume state is kept (default: the per-user state folder, mode 0600).
     #[arg(long, value_name = "PATH")]
-    state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// No progress bar (it is also off when stderr is not a terminal).
     #[arg(long)]
-    no_progress: bool,
+    pub(crate) no_progress: bool,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Failed attempts in a row before giving up (G8/T6 backoff).
     #[arg(long, value_name = "N", default_value_t = 10)]
-    max_retries: u32,
+    pub(crate) max_retries: u32,
+}
+
+/// What a finished TON upload reports.
+pub struct TonReport {
+    /// The core's completion.
+    pub done: TonCompletion,
+    /// Requests, retries, where it resumed from.
+    pub stats: Stats,
 }
 
 /// Runs `resumable ton`.
 pub fn run(args: TonArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
+    let report = execute(&args, interrupt)?;
+    let (done, stats) = (&report.done, report.stats);
+    let location = redact_query(&done.location.to_string());
+    if args.json {
+        let out = serde_json::json!({
+            "protocol": "ton",
+            "bytes": done.size,
+            "status": done.status.as_u16(),
+            "session": "<redacted>",
+            "location": location,
+            "resumed_from": stats.resumed_from.unwrap_or(0),
+            "requests": stats.requests,
+            "retries": stats.retries,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "uploaded {} ({} bytes, HTTP {}) to {location}; {} requests, {} retries",
+            human(done.size),
+            done.size,
+            done.status.as_u16(),
+            stats.requests,
+            stats.retries,
+        );
+    }
+    Ok(())
+}
+
+/// Runs one TON upload to its end (resuming from the saved state when there is one).
+pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, Failure> {
     let bucket = parse_url(&args.bucket_url, "bucket URL")?;
     let chunk = parse_size(&args.chunk_size).map_err(|e| usage(format!("--chunk-size: {e}")))?;
     let content_type = HeaderValue::from_str(&args.content_type)
@@ -117,35 +155,13 @@ pub fn run(args: TonArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         interrupt,
         signer,
     };
-    let done = match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
-        Ok(done) => done,
-        Err(e) => return Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
-    };
-    let stats = upload.stats();
-    let location = redact_query(&done.location.to_string());
-    if args.json {
-        let out = serde_json::json!({
-            "protocol": "ton",
-            "bytes": done.size,
-            "status": done.status.as_u16(),
-            "session": "<redacted>",
-            "location": location,
-            "resumed_from": stats.resumed_from.unwrap_or(0),
-            "requests": stats.requests,
-            "retries": stats.retries,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "uploaded {} ({} bytes, HTTP {}) to {location}; {} requests, {} retries",
-            human(done.size),
-            done.size,
-            done.status.as_u16(),
-            stats.requests,
-            stats.retries,
-        );
+    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+        Ok(done) => Ok(TonReport {
+            done,
+            stats: upload.stats(),
+        }),
+        Err(e) => Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
     }
-    Ok(())
 }
 
 /// `scheme://authority/` of a URL: what the signer may sign (the bucket and its uploads).
