@@ -55,6 +55,10 @@ pub enum Error {
     /// What the server holds differs from what was sent.
     #[error("integrity check failed: {0}")]
     Integrity(#[from] IntegrityError),
+    /// A batch compliance job ran its course without completing: it failed or expired, its
+    /// upload URL expired, or the poll deadline passed (C2, C3).
+    #[error(transparent)]
+    Compliance(#[from] crate::compliance::JobError),
     /// The upload passed its expiry time (TON's `Expires`, T3) and the server no longer has
     /// it (it answered 404/410 at or after that time): the upload must start again.
     #[error(
@@ -142,6 +146,7 @@ impl Error {
     pub fn is_resumable(&self) -> bool {
         matches!(self, Error::Transport(_) | Error::RetriesExhausted { .. })
             || matches!(self, Error::Server { status, .. } if status.is_server_error())
+            || matches!(self, Error::Compliance(e) if e.is_resumable())
     }
 }
 

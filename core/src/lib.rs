@@ -15,6 +15,8 @@
 //!   form for files under 64 MiB.
 //! - [`media`]: Twitter/X `media/upload` chunked uploads (INIT, APPEND segments framed as
 //!   multipart around your bytes, FINALIZE, STATUS polling), in the v1.1 and X API v2 forms.
+//! - [`compliance`]: Twitter/X batch compliance jobs (create the job, upload the ids to its
+//!   `upload_url` through [`gcs`], poll the job within the rate limit until it is complete).
 //!
 //! Shared pieces, used by every protocol: [`range`] (`Content-Range`/`Range`), [`retry`]
 //! (policy as plain data, seeded jitter), [`chunk`] (chunk planning), [`checksum`]
@@ -106,6 +108,7 @@
 pub mod action;
 pub mod checksum;
 pub mod chunk;
+pub mod compliance;
 pub mod error;
 pub mod gcs;
 pub mod media;

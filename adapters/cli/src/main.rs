@@ -4,6 +4,7 @@
 //! words, and how to resume when the session can be resumed); 2 bad usage or input (one line);
 //! 130 interrupted by Ctrl-C, with the resume state saved.
 
+mod compliance;
 mod demo;
 mod gcs;
 mod media;
@@ -38,6 +39,9 @@ enum Command {
     Ton(ton::TonArgs),
     /// Upload media with Twitter/X media/upload (INIT, APPEND, FINALIZE, STATUS).
     Media(media::MediaArgs),
+    /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
+    /// complete, download and summarise the results.
+    Compliance(compliance::ComplianceArgs),
     /// Run the local conformance server (with optional faults) in the foreground.
     Serve(serve::ServeArgs),
     /// Upload a generated file to the embedded server, with faults, and check it.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Gcs(args) => gcs::run(args, interrupt),
         Command::Ton(args) => ton::run(args, interrupt),
         Command::Media(args) => media::run(args, interrupt),
+        Command::Compliance(args) => compliance::run(args, interrupt),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),
     };

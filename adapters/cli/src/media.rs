@@ -18,9 +18,9 @@ use crate::size::{human, parse_size};
 /// Which form of the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Api {
-    /// https://upload.twitter.com/1.1/media/upload.json (form fields, OAuth 1.0a).
+    /// `upload.twitter.com/1.1/media/upload.json` (form fields, OAuth 1.0a).
     V1,
-    /// https://api.x.com/2/media/upload (JSON, OAuth 2 user token or OAuth 1.0a).
+    /// `api.x.com/2/media/upload` (JSON, OAuth 2 user token or OAuth 1.0a).
     V2,
 }
 

@@ -14,6 +14,7 @@ use resumable_auth::{AnySigner, Signer as _};
 use resumable_blocking::{
     DriveError, Driver, Event, HookError, SeekableSource, Source, StreamSource, UreqTransport,
 };
+use resumable_core::compliance::ComplianceJob;
 use resumable_core::gcs::GcsUpload;
 use resumable_core::media::MediaUpload;
 use resumable_core::ton::TonUpload;
@@ -176,6 +177,19 @@ impl Saveable for MediaUpload {
         Saved {
             media: Some(state),
             ..Saved::new("media")
+        }
+    }
+}
+
+impl Saveable for ComplianceJob {
+    type State = resumable_core::compliance::ComplianceResumeState;
+    fn state(&self) -> Option<Self::State> {
+        self.resume_state()
+    }
+    fn saved(state: Self::State) -> Saved {
+        Saved {
+            compliance: Some(state),
+            ..Saved::new("compliance")
         }
     }
 }

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 pub struct Saved {
     /// Format version; a file of another version is ignored.
     pub version: u32,
-    /// Which protocol the state is for ("gcs", "ton", "media").
+    /// Which protocol the state is for ("gcs", "ton", "media", "compliance").
     pub protocol: String,
     /// The core's GCS resume state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,6 +29,9 @@ pub struct Saved {
     /// The core's media resume state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<resumable_core::media::MediaResumeState>,
+    /// The core's compliance job state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<resumable_core::compliance::ComplianceResumeState>,
 }
 
 impl Saved {
@@ -40,6 +43,7 @@ impl Saved {
             gcs: None,
             ton: None,
             media: None,
+            compliance: None,
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct TonArgs {
     /// The file to upload (TON needs the size up front, so not stdin).
     #[arg(value_name = "FILE")]
     pub(crate) file: PathBuf,
-    /// The bucket URL, e.g. https://ton.twitter.com/1.1/ton/bucket/ta_partner
+    /// The bucket URL, e.g. `https://ton.twitter.com/1.1/ton/bucket/ta_partner`.
     #[arg(value_name = "BUCKET_URL")]
     pub(crate) bucket_url: String,
     /// The object's content type (sent as Content-Type and X-TON-Content-Type).
