@@ -116,6 +116,24 @@ pub struct Send {
     pub body: Body,
 }
 
+impl Send {
+    /// A request to hand out in [`Action::Send`], from its parts (for [`Upload`]
+    /// implementations).
+    pub fn new(
+        id: RequestId,
+        method: http::Method,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+        body: Body,
+    ) -> Self {
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Send { id, request, body }
+    }
+}
+
 impl fmt::Debug for Send {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Send")

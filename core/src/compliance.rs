@@ -98,7 +98,7 @@
 //!         Action::Done(outcome) => break outcome,
 //!     }
 //! };
-//! let completed = outcome.expect("the flow ran").expect("the job completed");
+//! let completed = outcome.expect("the job completed");
 //! assert_eq!(completed.job.status, JobStatus::Complete);
 //! assert_eq!(stored, ids);
 //! // The results are at completed.job.download_url.expose(): GET it without credentials.
@@ -109,7 +109,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use serde_json::Value;
 
 use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
@@ -1200,11 +1200,7 @@ impl ComplianceJob {
         if method != Method::GET {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let mut request = Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Send { id, request, body }
+        Send::new(id, method, uri, headers, body)
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
 use crate::checksum::{self, Checksums, Hasher};
@@ -877,11 +877,7 @@ impl GcsUpload {
         } else if self.no_308 && *kind != Kind::Cancel {
             headers.insert(X_GUPLOADER_NO_308, HeaderValue::from_static("yes"));
         }
-        let mut request = Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Send { id, request, body }
+        Send::new(id, method, uri, headers, body)
     }
 
     fn session_uri(&self) -> Uri {

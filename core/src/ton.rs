@@ -138,7 +138,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, DATE, EXPIRES, RANGE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 
 use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
 use crate::chunk::{ChunkSize, round_down_to_granule, size_for_rate};
@@ -1005,11 +1005,7 @@ impl TonUpload {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let mut request = Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Send { id, request, body }
+        Send::new(id, method, uri, headers, body)
     }
 
     fn location_uri(&self) -> Uri {

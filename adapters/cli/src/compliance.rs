@@ -30,7 +30,7 @@ use resumable_core::{Error, Upload as _};
 
 use crate::Failure;
 use crate::output::Progress;
-use crate::run::{self, Saveable as _, open_input, parse_url, seed, usage};
+use crate::run::{self, RunArgs, Saveable as _, open_input, parse_url, seed, usage};
 use crate::size::{human, parse_size};
 use crate::state;
 
@@ -88,16 +88,8 @@ pub struct ComplianceArgs {
     /// is kept, and running the same command again polls it again.
     #[arg(long, value_name = "DURATION", default_value = "2h")]
     poll_deadline: String,
-    /// Where the resume state is kept (default: the per-user state folder, mode 0600).
-    #[arg(long, value_name = "PATH")]
-    state: Option<PathBuf>,
-    /// No progress bar (it is also off when stderr is not a terminal).
-    #[arg(long)]
-    no_progress: bool,
-    /// Failed attempts in a row before giving up (per request: create, upload, poll,
-    /// download).
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    max_retries: u32,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 /// Runs `resumable compliance`.
@@ -138,7 +130,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         "compliance|{job_type}|{base_text}|{}",
         args.name.as_deref().unwrap_or("")
     );
-    let state_path = run::state_path(args.state.as_deref(), &input, &key)?;
+    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
     let saved = run::load_state(state_path.as_deref())?
         .and_then(|s| s.compliance)
         .filter(|s| s.fingerprint == input.fingerprint && s.job.job_type == job_type);
@@ -162,7 +154,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     config.poll_deadline = poll_deadline;
     config.fingerprint = input.fingerprint.clone();
     config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.max_retries;
+    config.retry.max_attempts = args.run.max_retries;
     let resumed = saved.as_ref().map(|s| (s.job.id.clone(), s.phase));
     let mut job = match saved {
         Some(state) => ComplianceJob::resume(config, state).map_err(|e| {
@@ -178,7 +170,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         None => ComplianceJob::new(config).map_err(|e| usage(e.to_string()))?,
     };
 
-    let progress = Progress::new(!args.no_progress, input.total, &input.label);
+    let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
     if let Some((id, phase)) = &resumed {
         let doing = match phase {
             SavedPhase::Upload => "resuming its upload",
@@ -209,7 +201,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
             .map_err(|e| Failure::Upload(vec![format!("saving the resume state failed: {e}")]))?;
     }
     let id = done.job.id.clone();
-    let downloaded = match download(&done, args.out.as_deref(), args.max_retries, &interrupt) {
+    let downloaded = match download(&done, args.out.as_deref(), args.run.max_retries, &interrupt) {
         Ok(d) => d,
         Err(DownloadError::Interrupted) => {
             return Err(Failure::Interrupted(format!(

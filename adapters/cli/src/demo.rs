@@ -19,6 +19,7 @@ use resumable_core::chunk::GCS_GRANULE;
 
 use crate::gcs::{self, Job, Report};
 use crate::media::{self, Api, MediaArgs};
+use crate::run::RunArgs;
 use crate::size::{human, parse_size};
 use crate::ton::{self, TonArgs};
 
@@ -159,10 +160,12 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         chunk_size: chunk.to_string(),
         single: false,
         headers: vec![format!("x-resumable-session-faults: {faults}")],
-        state: Some(dir.join("ton.state")),
-        no_progress: !progress,
         json: false,
-        max_retries: 10,
+        run: RunArgs {
+            state: Some(dir.join("ton.state")),
+            no_progress: !progress,
+            max_retries: 10,
+        },
     };
     let report = ton::execute(&ton_args, interrupt.clone())?;
     let location = report.done.location.to_string();
@@ -197,10 +200,12 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         additional_owners: Vec::new(),
         segment_size: chunk.to_string(),
         headers: vec![format!("x-resumable-session-faults: {faults}")],
-        state: Some(dir.join("media.state")),
-        no_progress: !progress,
         json: false,
-        max_retries: 10,
+        run: RunArgs {
+            state: Some(dir.join("media.state")),
+            no_progress: !progress,
+            max_retries: 10,
+        },
     };
     let report = media::execute(&media_args, interrupt.clone())?;
     let processed = report

@@ -12,7 +12,9 @@ use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
 
 use crate::Failure;
 use crate::output::Progress;
-use crate::run::{self, Run, open_input, parse_headers, parse_url, redact_query, seed, usage};
+use crate::run::{
+    self, Run, RunArgs, open_input, parse_headers, parse_url, redact_query, seed, usage,
+};
 use crate::size::{human, parse_size};
 
 /// Arguments of `resumable gcs`.
@@ -42,20 +44,11 @@ pub struct GcsArgs {
     /// An extra header for the start request, 'Name: value' (repeatable; e.g. Authorization).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<String>,
-    /// Where the resume state is kept (default: a per-user state folder, keyed by the file's
-    /// absolute path, size, mtime and the URL; file mode 0600).
-    #[arg(long, value_name = "PATH")]
-    state: Option<PathBuf>,
-    /// No progress bar (it is also off when stderr is not a terminal).
-    #[arg(long)]
-    no_progress: bool,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Failed attempts in a row (without the server storing anything new) before giving up;
-    /// waits between them grow from 1 s to 32 s (G8).
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    max_retries: u32,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 fn content_type(args: &GcsArgs) -> Result<HeaderValue, Failure> {
@@ -120,9 +113,9 @@ pub fn run(args: GcsArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         file: args.file,
         url: args.url,
         session: args.session,
-        state: args.state,
-        progress: !args.no_progress,
-        max_retries: args.max_retries,
+        state: args.run.state,
+        progress: !args.run.no_progress,
+        max_retries: args.run.max_retries,
     };
     let report = execute(&job, interrupt)?;
     report_success(args.json, &report);

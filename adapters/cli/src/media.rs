@@ -12,7 +12,7 @@ use resumable_core::media::{
 
 use crate::Failure;
 use crate::output::Progress;
-use crate::run::{self, Run, open_input, parse_headers, parse_url, seed, usage};
+use crate::run::{self, Run, RunArgs, open_input, parse_headers, parse_url, seed, usage};
 use crate::size::{human, parse_size};
 
 /// Which form of the API.
@@ -57,18 +57,11 @@ pub struct MediaArgs {
     /// An extra header for every request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
-    /// Where the resume state is kept (default: the per-user state folder, mode 0600).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) state: Option<PathBuf>,
-    /// No progress bar (it is also off when stderr is not a terminal).
-    #[arg(long)]
-    pub(crate) no_progress: bool,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Failed attempts in a row before giving up.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub(crate) max_retries: u32,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 /// What a finished media upload reports.
@@ -109,7 +102,7 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     let mut input = open_input(&args.file)?;
     let total = input.total.unwrap_or(0);
     let key = format!("media|{:?}|{endpoint}", args.api);
-    let state_path = run::state_path(args.state.as_deref(), &input, &key)?;
+    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
 
     let mut config = MediaConfig::new(api, total, args.media_type.clone());
     config.media_category = args.category.clone();
@@ -119,7 +112,7 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     config.fingerprint = input.fingerprint.clone();
     config.boundary_seed = seed();
     config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.max_retries;
+    config.retry.max_attempts = args.run.max_retries;
     let form = config.api.form();
     let saved = run::load_state(state_path.as_deref())?
         .and_then(|s| s.media)
@@ -150,7 +143,7 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
         Err(e) => return Err(usage(e.to_string())),
     };
 
-    let progress = Progress::new(!args.no_progress, input.total, &input.label);
+    let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
     if resumed_from.is_some() {
         progress.note("resuming the saved media upload");
     }

@@ -25,6 +25,22 @@ use crate::output::Progress;
 use crate::size::human;
 use crate::state::{self, Saved};
 
+/// Options every upload command takes (flattened into each command's arguments).
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Where the resume state is kept (default: a file in the per-user state folder, keyed by
+    /// the protocol, the file's absolute path, size and mtime, and the URL; mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// No progress bar (it is also off when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Failed attempts in a row (without the server storing anything new) before giving up;
+    /// waits between them grow from 1 s to 32 s plus jitter, honouring Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_retries: u32,
+}
+
 /// A bad-usage failure (exit 2).
 pub fn usage(message: impl Into<String>) -> Failure {
     Failure::Usage(message.into())

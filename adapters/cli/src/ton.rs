@@ -11,7 +11,9 @@ use resumable_core::ton::{Stats, TonCompletion, TonConfig, TonStart, TonUpload};
 
 use crate::Failure;
 use crate::output::Progress;
-use crate::run::{self, Run, open_input, parse_headers, parse_url, redact_query, seed, usage};
+use crate::run::{
+    self, Run, RunArgs, open_input, parse_headers, parse_url, redact_query, seed, usage,
+};
 use crate::size::{human, parse_size};
 
 /// Arguments of `resumable ton`.
@@ -44,18 +46,11 @@ pub struct TonArgs {
     /// An extra header for the start request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
-    /// Where the resume state is kept (default: the per-user state folder, mode 0600).
-    #[arg(long, value_name = "PATH")]
-    pub(crate) state: Option<PathBuf>,
-    /// No progress bar (it is also off when stderr is not a terminal).
-    #[arg(long)]
-    pub(crate) no_progress: bool,
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Failed attempts in a row before giving up (G8/T6 backoff).
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub(crate) max_retries: u32,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 /// What a finished TON upload reports.
@@ -110,7 +105,7 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
     let mut input = open_input(&args.file)?;
     let total = input.total.unwrap_or(0);
     let key = format!("ton|{}|{}", args.single, args.bucket_url);
-    let state_path = run::state_path(args.state.as_deref(), &input, &key)?;
+    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
     let saved = run::load_state(state_path.as_deref())?
         .and_then(|s| s.ton)
         .filter(|s| s.fingerprint == input.fingerprint);
@@ -121,7 +116,7 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
     config.start_headers = parse_headers(&args.headers)?;
     config.fingerprint = input.fingerprint.clone();
     config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.max_retries;
+    config.retry.max_attempts = args.run.max_retries;
     let resuming = saved.is_some();
     let start = match saved {
         Some(state) => TonStart::Resume(state),
@@ -145,7 +140,7 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
         Err(e) => return Err(usage(e.to_string())),
     };
 
-    let progress = Progress::new(!args.no_progress, input.total, &input.label);
+    let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
     if resuming {
         progress.note("resuming the saved TON upload");
     }

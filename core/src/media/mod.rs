@@ -106,7 +106,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 
 use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
 use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
@@ -1055,11 +1055,7 @@ impl MediaUpload {
         if method == Method::POST {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let mut request = Request::new(());
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Send { id, request, body }
+        Send::new(id, method, uri, headers, body)
     }
 }
 
