@@ -197,6 +197,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         category: Some("tweet_video".into()),
         api: Api::V2,
         endpoint: Some(server.media_v2_base()),
+        api_base: None,
         additional_owners: Vec::new(),
         segment_size: chunk.to_string(),
         headers: vec![format!("x-resumable-session-faults: {faults}")],

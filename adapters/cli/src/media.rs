@@ -46,8 +46,13 @@ pub struct MediaArgs {
     pub(crate) api: Api,
     /// The endpoint: the upload.json URL for v1, the /2/media/upload base for v2 (for
     /// example a local server's).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "api_base")]
     pub(crate) endpoint: Option<String>,
+    /// The API host for every Twitter command (for example a local server's,
+    /// `http://127.0.0.1:PORT`): v1 uses `{base}/1.1/media/upload.json`, v2
+    /// `{base}/2/media/upload`.
+    #[arg(long, value_name = "URL")]
+    pub(crate) api_base: Option<String>,
     /// A user id that may also use the media (repeatable).
     #[arg(long = "additional-owner", value_name = "ID")]
     pub(crate) additional_owners: Vec<String>,
@@ -78,7 +83,15 @@ pub struct MediaReport {
 
 /// Runs one media upload to its end (resuming from the saved state when there is one).
 pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaReport, Failure> {
-    let api = match (&args.api, &args.endpoint) {
+    let endpoint = match (&args.endpoint, &args.api_base) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(base)) => Some(match args.api {
+            Api::V1 => format!("{}/1.1/media/upload.json", base.trim_end_matches('/')),
+            Api::V2 => format!("{}/2/media/upload", base.trim_end_matches('/')),
+        }),
+        (None, None) => None,
+    };
+    let api = match (&args.api, &endpoint) {
         (Api::V1, None) => ApiVersion::v1_1(),
         (Api::V2, None) => ApiVersion::v2(),
         (Api::V1, Some(url)) => ApiVersion::V1_1 {

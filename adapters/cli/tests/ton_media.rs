@@ -226,6 +226,33 @@ fn media_uploads_in_both_forms_with_processing() {
     }
 }
 
+// M6, issue 10: --api-base points every Twitter command at another host (here the local
+// server): v2 under {base}/2/media/upload.
+#[test]
+fn media_api_base_targets_a_local_server() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(300 * KIB, 7);
+    let file = s.file("p.gif", &bytes);
+    for api in ["v1", "v2"] {
+        let out = s.run(&[
+            "media",
+            "--media-type",
+            "image/gif",
+            "--api",
+            api,
+            "--api-base",
+            &server.base_url(),
+            "--json",
+            file.to_str().unwrap(),
+        ]);
+        let j = json(&out);
+        assert_eq!(j["api"], api);
+        let id = j["media_id"].as_str().unwrap();
+        assert_eq!(server.media(id).unwrap(), bytes, "{api}");
+    }
+}
+
 // M4: processing that fails is exit 1 with the server's error in words.
 #[test]
 fn media_processing_failure_exits_1() {

@@ -1,0 +1,96 @@
+//! The async driver drives TON and media uploads too (it is generic over the core's `Upload`):
+//! tokio + reqwest against the conformance server's TON and media sides, with faults.
+
+use std::time::Duration;
+
+use futures::io::Cursor;
+use http::HeaderValue;
+use resumable_async::{Driver, ReqwestTransport, SeekableSource, TokioTimer};
+use resumable_conformance::{Server, ServerConfig};
+use resumable_core::RetryPolicy;
+use resumable_core::media::{ApiVersion, MediaConfig, MediaUpload, ProcessingState};
+use resumable_core::ton::{TonConfig, TonStart, TonUpload};
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| (i * 7919 % 253) as u8).collect()
+}
+
+/// Quick retries: the faults below are retried within milliseconds.
+fn quick() -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    p.initial_backoff = Duration::from_millis(10);
+    p.jitter = Duration::ZERO;
+    p
+}
+
+// T2-T6: a TON upload through a dropped connection and a 503, byte-identical at the end.
+#[tokio::test]
+async fn ton_upload_through_faults() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let src = data(1024 * 1024 + 77);
+    let mut config = TonConfig::new(HeaderValue::from_static("video/mp4"), src.len() as u64);
+    config.chunk_size = 256 * 1024;
+    config.chunk_time = None;
+    config.retry = quick();
+    config.start_headers.insert(
+        "x-resumable-session-faults",
+        HeaderValue::from_static("ton.chunk#2=drop-after:100000; ton.chunk#3=status:503"),
+    );
+    let start = TonStart::Resumable {
+        bucket_url: server.ton_bucket_url("b").parse().unwrap(),
+    };
+    let mut upload = TonUpload::new(start, config).unwrap();
+    let done = Driver::new(TokioTimer)
+        .drive(
+            &mut upload,
+            &mut SeekableSource::new(Cursor::new(src.clone())),
+            &mut ReqwestTransport::new().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.size, src.len() as u64);
+    assert_eq!(upload.stats().retries, 2);
+    let stored = server.ton_object("b", &done.location.to_string()).unwrap();
+    assert_eq!(stored, src);
+}
+
+// M1-M4, M6: media in both API forms, an APPEND answered 503 (retried with the same
+// segment_index), and processing followed over STATUS polls.
+#[tokio::test]
+async fn media_upload_in_both_forms_with_processing() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let src = data(700 * 1024 + 3);
+    for api in [
+        ApiVersion::V1_1 {
+            endpoint: server.media_v1_url().parse().unwrap(),
+        },
+        ApiVersion::V2 {
+            base: server.media_v2_base().parse().unwrap(),
+        },
+    ] {
+        let form = api.form();
+        let mut config = MediaConfig::new(api, src.len() as u64, "video/mp4");
+        config.segment_size = 256 * 1024;
+        config.media_category = Some("tweet_video".into());
+        config.retry = quick();
+        config.headers.insert(
+            "x-resumable-session-faults",
+            HeaderValue::from_static("media.append#2=status:503"),
+        );
+        let mut upload = MediaUpload::new(config).unwrap();
+        let done = Driver::new(TokioTimer)
+            .drive(
+                &mut upload,
+                &mut SeekableSource::new(Cursor::new(src.clone())),
+                &mut ReqwestTransport::new().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(server.media(&done.media_id).unwrap(), src, "{form:?}");
+        let processing = done.processing.as_ref().map(|p| p.state);
+        assert_eq!(processing, Some(ProcessingState::Succeeded), "{form:?}");
+        let info = server.media_info(&done.media_id).unwrap();
+        assert_eq!(info.appends.get(&1), Some(&1), "{form:?}: {info:?}");
+        assert_eq!(upload.stats().retries, 1, "{form:?}");
+    }
+}
