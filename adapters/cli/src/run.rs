@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use resumable_auth::{AnySigner, Signer as _};
@@ -222,6 +222,9 @@ pub struct Run<'a> {
     pub signer: Option<AnySigner>,
 }
 
+/// How often the state is saved after responses alone (see [`drive`]).
+const RESPONSE_SAVE_EVERY: Duration = Duration::from_millis(500);
+
 /// Drives `upload` to its end over ureq, saving its state before every request and after
 /// every response, and showing progress. On success the state file is removed.
 pub fn drive<U: Saveable>(
@@ -231,6 +234,7 @@ pub fn drive<U: Saveable>(
     run: Run<'_>,
 ) -> Result<U::Output, DriveError> {
     let mut last_saved: Option<U::State> = None;
+    let mut last_save_at = Instant::now();
     let mut transport = UreqTransport::new();
     let mut signer = run.signer;
     let progress = run.progress;
@@ -247,9 +251,22 @@ pub fn drive<U: Saveable>(
         })
         .on_event(|up: &U, event| {
             match event {
-                Event::Sending { .. } | Event::Response { .. } => {
+                // Before a request: always, so the saved `sent` bound covers what the server
+                // may hold. After a response: only the acknowledged count moved, and an older
+                // one is safe (a resume asks the server), so at most twice a second.
+                Event::Sending { .. } => {
                     if let Some(path) = state_path {
                         save_if_changed(path, up, &mut last_saved)?;
+                        last_save_at = Instant::now();
+                    }
+                    progress.set(up.persisted(), total);
+                }
+                Event::Response { .. } => {
+                    if let Some(path) = state_path {
+                        if last_save_at.elapsed() >= RESPONSE_SAVE_EVERY {
+                            save_if_changed(path, up, &mut last_saved)?;
+                            last_save_at = Instant::now();
+                        }
                     }
                     progress.set(up.persisted(), total);
                 }

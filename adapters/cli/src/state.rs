@@ -5,10 +5,18 @@
 //! protocol, the file's absolute path, size and modification time, and the URL. The file holds
 //! the session URI, a bearer capability, so it is written with mode 0600 in a 0700 folder,
 //! atomically (temporary file, then rename), and removed when the upload succeeds.
+//!
+//! It is saved before every request and after every response. The rename alone makes each save
+//! survive a killed process; flushing to the disk (fsync) costs milliseconds, which at two
+//! saves per 256 KiB chunk would cap an upload at a few tens of MiB/s, so it is done at most
+//! once a second: after a power loss the state is at most about a second old (a resume then
+//! starts with a status query all the same).
 
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -80,7 +88,14 @@ pub fn load(path: &Path) -> io::Result<Option<Saved>> {
     }
 }
 
-/// Writes the state atomically with owner-only permissions.
+/// How often a save is also flushed to the disk.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// When a save was last flushed to the disk (one process, one upload at a time).
+static LAST_SYNC: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Writes the state atomically with owner-only permissions; flushes it to the disk when the
+/// last flush is more than a second old.
 pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
@@ -90,7 +105,11 @@ pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
     {
         let mut file = private_file(&tmp)?;
         file.write_all(&text)?;
-        file.sync_all()?;
+        let mut last = LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
+            file.sync_all()?;
+            *last = Some(Instant::now());
+        }
     }
     fs::rename(&tmp, path)
 }
