@@ -1198,7 +1198,7 @@ impl ComplianceJob {
             }
         };
         if method != Method::GET {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
         }
         Send::new(id, method, uri, headers, body)
     }

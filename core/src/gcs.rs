@@ -814,7 +814,7 @@ impl GcsUpload {
                     // G1: exactly these headers (signed URLs sign them).
                     headers.insert(X_GOOG_RESUMABLE, HeaderValue::from_static("start"));
                     headers.insert(CONTENT_TYPE, content_type.clone());
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
                     (Method::POST, url.clone(), Body::empty())
                 }
                 Begin::Json {
@@ -825,7 +825,7 @@ impl GcsUpload {
                     // G2.
                     headers.insert(X_UPLOAD_CONTENT_TYPE, content_type.clone());
                     if let Some(t) = self.total {
-                        headers.insert(X_UPLOAD_CONTENT_LENGTH, HeaderValue::from(t));
+                        headers.insert(X_UPLOAD_CONTENT_LENGTH, crate::range::decimal(t));
                     }
                     let body = match metadata {
                         Some(m) => {
@@ -837,7 +837,7 @@ impl GcsUpload {
                         }
                         None => Body::empty(),
                     };
-                    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
                     (Method::POST, url.clone(), body)
                 }
                 Begin::Existing => (Method::PUT, self.session_uri(), Body::empty()),
@@ -845,7 +845,7 @@ impl GcsUpload {
             Kind::Query => {
                 // G6.
                 headers.insert(http::header::CONTENT_RANGE, content_range(0..0, self.total));
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
                 (Method::PUT, self.session_uri(), Body::empty())
             }
             Kind::Chunk { range, total } => {
@@ -854,7 +854,10 @@ impl GcsUpload {
                     http::header::CONTENT_RANGE,
                     content_range(range.clone(), *total),
                 );
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+                headers.insert(
+                    CONTENT_LENGTH,
+                    crate::range::decimal(range.end - range.start),
+                );
                 // The final request carries the whole source's checksums for the server (G7).
                 let is_final = *total == Some(range.end);
                 if is_final && self.hasher.len() == range.end {
@@ -866,7 +869,7 @@ impl GcsUpload {
                 (Method::PUT, self.session_uri(), Body::source(range.clone()))
             }
             Kind::Cancel => {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
                 (Method::DELETE, self.session_uri(), Body::empty())
             }
         };

@@ -1,7 +1,7 @@
 //! Byte ranges on the wire: `Content-Range` on requests (G4, G6, T4) and the `Range` a server
 //! answers with to say how much it holds (G5, T5). Shared by every protocol.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::ops::Range;
 
 use http::HeaderValue;
@@ -12,21 +12,33 @@ use crate::error::ProtocolViolation;
 /// while unknown): `bytes A-B/T`, `bytes A-B/*`, or for an empty range (a status query or a
 /// final empty request) `bytes */T` / `bytes */*` (G4, G6).
 pub fn content_range(range: Range<u64>, total: Option<u64>) -> HeaderValue {
-    let mut s = String::with_capacity(48);
-    s.push_str("bytes ");
+    // Written on the stack: the header value is the only allocation (one per request).
+    let mut buf = [0u8; 80];
+    let mut out = &mut buf[..];
+    // Writing at most 6 + 20 + 1 + 20 + 1 + 20 bytes into 80 cannot fail.
+    let _ = out.write_all(b"bytes ");
     if range.end > range.start {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{}-{}/", range.start, range.end - 1);
+        let _ = write!(out, "{}-{}/", range.start, range.end - 1);
     } else {
-        s.push_str("*/");
+        let _ = out.write_all(b"*/");
     }
-    match total {
-        Some(t) => {
-            let _ = write!(s, "{t}");
-        }
-        None => s.push('*'),
-    }
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("bytes */*"))
+    let _ = match total {
+        Some(t) => write!(out, "{t}"),
+        None => out.write_all(b"*"),
+    };
+    let len = 80 - out.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("bytes */*"))
+}
+
+/// A decimal header value (`Content-Length`, `X-Upload-Content-Length`, …), written on the
+/// stack so the value itself is the only allocation.
+pub fn decimal(n: u64) -> HeaderValue {
+    let mut buf = [0u8; 20];
+    let mut out = &mut buf[..];
+    // u64::MAX has 20 digits: this cannot fail.
+    let _ = write!(out, "{n}");
+    let len = 20 - out.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// How a server's `Range` header may be written.
@@ -169,6 +181,13 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn decimal_values() {
+        assert_eq!(decimal(0), "0");
+        assert_eq!(decimal(262144), "262144");
+        assert_eq!(decimal(u64::MAX), "18446744073709551615");
     }
 
     #[test]

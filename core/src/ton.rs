@@ -960,7 +960,7 @@ impl TonUpload {
             Kind::Single => {
                 // T1.
                 headers.insert(CONTENT_TYPE, self.content_type.clone());
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(self.total));
+                headers.insert(CONTENT_LENGTH, crate::range::decimal(self.total));
                 if let Some(e) = &self.expires_header {
                     headers.insert(X_TON_EXPIRES, e.clone());
                 }
@@ -972,10 +972,10 @@ impl TonUpload {
             }
             Kind::Start => {
                 // T2.
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
                 headers.insert(CONTENT_TYPE, self.content_type.clone());
                 headers.insert(X_TON_CONTENT_TYPE, self.content_type.clone());
-                headers.insert(X_TON_CONTENT_LENGTH, HeaderValue::from(self.total));
+                headers.insert(X_TON_CONTENT_LENGTH, crate::range::decimal(self.total));
                 if let Some(e) = &self.expires_header {
                     headers.insert(X_TON_EXPIRES, e.clone());
                 }
@@ -992,7 +992,10 @@ impl TonUpload {
                     CONTENT_RANGE,
                     content_range(range.clone(), Some(self.total)),
                 );
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+                headers.insert(
+                    CONTENT_LENGTH,
+                    crate::range::decimal(range.end - range.start),
+                );
                 (
                     Method::PUT,
                     self.location_uri(),

@@ -1053,7 +1053,7 @@ impl MediaUpload {
             headers.insert(CONTENT_TYPE, value);
         }
         if method == Method::POST {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
         }
         Send::new(id, method, uri, headers, body)
     }
