@@ -984,6 +984,15 @@ impl Upload for GcsUpload {
                 Some(declared) => {
                     self.finish(Err(UsageError::SourceTooShort { ended_at, declared }.into()))
                 }
+                // A bare session (G3) took the server's claim unchecked; a source that ends
+                // below it shows the claim was beyond anything sent (G5).
+                None if self.persisted > ended_at => {
+                    self.finish(Err(ProtocolViolation::RangeBeyondSent {
+                        claimed: self.persisted,
+                        sent: ended_at,
+                    }
+                    .into()))
+                }
                 None => self.total = Some(ended_at),
             }
         }

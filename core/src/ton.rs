@@ -48,10 +48,11 @@
 //! multiple of the minimum chunk size (servers persist whole minimum chunks). The possible
 //! reading is taken; no possible reading is [`ProtocolViolation::RangeUnreadable`] (or
 //! `RangeBeyondSent` / `PersistedWentBackwards` when both readings are out of bounds). Both
-//! readings can only be possible when the minimum chunk size is 1; then the one that agrees
-//! with the end of the chunk sent is taken (T5's first rule), and when neither does, the
-//! smaller, because the larger would skip a byte that is not proven stored. A `308` without
-//! `Range` means nothing is held.
+//! readings can only be possible when the minimum chunk size is 1; then the smaller is taken,
+//! because the larger may be a byte that is not proven stored ("never resume past a byte you
+//! cannot prove was stored" outranks agreeing with what was sent: at worst one byte is sent
+//! again). So that this always makes progress, chunks are at least 2 bytes long (see
+//! [`ChunkLimits::fit`]). A `308` without `Range` means nothing is held.
 //!
 //! # After a failure (T6)
 //!
@@ -309,9 +310,11 @@ impl ChunkLimits {
     }
 
     /// The chunk size for a wanted `size`: rounded down to a multiple of the minimum, at most
-    /// the cap, at least the minimum (T4). Only a final chunk is cut shorter.
+    /// the cap, at least the minimum (T4), and at least 2 bytes: with a minimum of 1 a 308 to a
+    /// 1-byte chunk can be read as no progress (T5), while a 2-byte chunk always moves on. Only
+    /// a final chunk is cut shorter.
     pub fn fit(self, size: u64) -> u64 {
-        round_down_to_granule(size.min(self.cap()), self.min)
+        round_down_to_granule(size.min(self.cap()), self.min).max(2.min(self.cap()))
     }
 }
 
@@ -870,11 +873,6 @@ impl TonUpload {
                 && held < self.total
                 && (held == chunk_end || held % min == 0)
         };
-        // A reading that agrees with what was sent comes first (T5's order); only when
-        // neither does is the multiple of min taken, the smaller when min = 1.
-        if possible(end) && end == chunk_end {
-            return Ok(end);
-        }
         match (possible(n), possible(end)) {
             (true, _) => Ok(n),
             (false, true) => Ok(end),
