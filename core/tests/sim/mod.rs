@@ -26,6 +26,11 @@
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+// The TON and media servers of the deterministic simulation (tests/simulation.rs).
+pub mod exchange;
+pub mod media;
+pub mod ton;
+
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 

@@ -1,0 +1,818 @@
+//! What the fuzz targets share: the input types a script of server behaviour is decoded into
+//! (with `arbitrary`), and [`drive`], the driving loop that feeds such a script to a state
+//! machine and checks it. `scripts/fuzz` runs the targets; `fuzz/seeds/` holds their seed
+//! inputs, written by the ignored test `seeds::write` (see the end of this file).
+//!
+//! What every state-machine run asserts, whatever the script says:
+//! - no panic, on any answer (status, headers, body) or transport failure;
+//! - bounded work: at most [`IDLE_BOUND`] actions between two inputs (a `Wait` always lies in
+//!   the future, so the loop cannot spin);
+//! - `persisted()` never decreases and never passes the source; no `Send` names bytes before
+//!   it or past the source; no more requests in flight than the protocol allows;
+//! - an answer for a request that is not in flight is a `UsageError::UnknownRequest` and
+//!   changes nothing (the next poll is the same action);
+//! - `Done` is sticky: polls repeat the outcome and every `handle_*` is `UsageError::Finished`.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use resumable_core::gcs::{GcsConfig, GcsUpload, ResumeState, Start};
+use resumable_core::media::{ApiVersion, MediaConfig, MediaResumeState, MediaUpload};
+use resumable_core::ton::{TonConfig, TonResumeState, TonStart, TonUpload};
+use resumable_core::{
+    Action, RequestId, RetryPolicy, SessionUri, TransportFailure, Upload, UsageError,
+};
+
+/// Most actions between two inputs: a `Wait`, then a `Send`, a `Read` or `Done`.
+pub const IDLE_BOUND: u32 = 4;
+
+/// GCS's chunk granule (G4).
+pub const GRANULE: u64 = 256 * 1024;
+
+/// The largest GCS source the targets use: three granules and a bit (reads hand in zeros).
+pub const GCS_MAX_LEN: u64 = 3 * GRANULE + 100;
+
+static ZEROS: [u8; 2 * GRANULE as usize] = [0; 2 * GRANULE as usize];
+
+// ---------------------------------------------------------------------------------------------
+// Input types
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of a header value or a body: a little-endian `u16` length, then that many bytes (fewer
+/// when the input ends first). Written by hand rather than derived, so seeds are easy to write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl<'a> Arbitrary<'a> for Blob {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = usize::from(u16::arbitrary(u)?);
+        let take = len.min(u.len());
+        Ok(Blob(u.bytes(take)?.to_vec()))
+    }
+}
+
+/// The response headers the protocols read.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Name {
+    Range,
+    Location,
+    RetryAfter,
+    Date,
+    XGoogHash,
+    StatusOverride,
+    TonMinChunk,
+    TonMaxChunk,
+    Expires,
+    RateLimitReset,
+    ContentType,
+}
+
+impl Name {
+    fn header(self) -> HeaderName {
+        HeaderName::from_static(match self {
+            Name::Range => "range",
+            Name::Location => "location",
+            Name::RetryAfter => "retry-after",
+            Name::Date => "date",
+            Name::XGoogHash => "x-goog-hash",
+            Name::StatusOverride => "x-http-status-code-override",
+            Name::TonMinChunk => "x-ton-min-chunk-size",
+            Name::TonMaxChunk => "x-ton-max-chunk-size",
+            Name::Expires => "expires",
+            Name::RateLimitReset => "x-rate-limit-reset",
+            Name::ContentType => "content-type",
+        })
+    }
+}
+
+/// One response header.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: Name,
+    pub value: Blob,
+}
+
+/// One server answer. The status is `100 + status % 900`, so every input is a valid status.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<Header>,
+    pub body: Blob,
+}
+
+impl Answer {
+    /// The HTTP response; header values that are not valid header bytes are left out.
+    pub fn response(&self) -> http::Response<Bytes> {
+        let status = StatusCode::from_u16(100 + self.status % 900).unwrap_or(StatusCode::OK);
+        let mut response = http::Response::new(Bytes::from(self.body.0.clone()));
+        *response.status_mut() = status;
+        for header in &self.headers {
+            if let Ok(value) = HeaderValue::from_bytes(&header.value.0) {
+                response.headers_mut().append(header.name.header(), value);
+            }
+        }
+        response
+    }
+}
+
+/// A transport failure (every kind the driver may report).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+    Truncated,
+    Other,
+}
+
+impl Failure {
+    fn transport(self) -> TransportFailure {
+        match self {
+            Failure::Connect => TransportFailure::Connect,
+            Failure::Reset => TransportFailure::Reset,
+            Failure::Timeout => TransportFailure::Timeout,
+            Failure::Truncated => TransportFailure::TruncatedResponse,
+            Failure::Other => TransportFailure::Other,
+        }
+    }
+}
+
+/// One step of a script.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Answer the in-flight request number `which` (modulo how many are in flight).
+    Answer { which: u8, answer: Answer },
+    /// Report a transport failure for the in-flight request number `which`.
+    Fail { which: u8, failure: Failure },
+    /// An answer for a request that is not in flight (answered before, or never handed out).
+    Stale { answer: Answer },
+    /// Leave the newest request unanswered and poll again (several may be in flight).
+    Hold,
+    /// The process restarts: the upload is rebuilt from its resume state.
+    Restart,
+    /// The caller cancels.
+    Cancel,
+    /// `secs` seconds pass before the next poll.
+    Sleep { secs: u16 },
+}
+
+/// How a GCS upload begins.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcsBegin {
+    Xml,
+    Json,
+    Session,
+    Resume,
+}
+
+/// The GCS upload under test.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct GcsSetup {
+    pub begin: GcsBegin,
+    /// Source length, modulo `GCS_MAX_LEN + 1`.
+    pub len: u32,
+    pub known_total: bool,
+    pub two_granule_chunks: bool,
+    pub md5: bool,
+    pub no_308: bool,
+    /// Retry budget, modulo 5.
+    pub attempts: u8,
+    /// For `Resume`: the saved persisted and sent offsets (modulo the length + 1).
+    pub persisted: u32,
+    pub sent: u32,
+}
+
+/// A GCS run: the upload and the script of answers.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct GcsScript {
+    pub setup: GcsSetup,
+    pub steps: Vec<Step>,
+}
+
+/// How a TON upload begins.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TonBegin {
+    Resumable,
+    Single,
+    Resume,
+}
+
+/// The TON upload under test. TON bodies are never read, so sizes may be large.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct TonSetup {
+    pub begin: TonBegin,
+    pub len: u32,
+    pub chunk: u32,
+    pub adaptive: bool,
+    pub expires: bool,
+    pub attempts: u8,
+    /// For `Resume`: persisted, sent, min and max chunk sizes.
+    pub persisted: u32,
+    pub sent: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// A TON run.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct TonScript {
+    pub setup: TonSetup,
+    pub steps: Vec<Step>,
+}
+
+/// The media upload under test.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct MediaSetup {
+    pub v2: bool,
+    pub len: u32,
+    pub segment: u32,
+    /// APPENDs in flight, 1 + this modulo 4.
+    pub in_flight: u8,
+    pub polls: u8,
+    pub attempts: u8,
+    /// Resume a media id (`next_segment`, `finalized`) instead of starting with INIT.
+    pub resume: bool,
+    pub next_segment: u16,
+    pub finalized: bool,
+}
+
+/// A media run.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct MediaScript {
+    pub setup: MediaSetup,
+    pub steps: Vec<Step>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driving loop
+// ---------------------------------------------------------------------------------------------
+
+/// Builds a new upload from an upload's resume state (a restarted process).
+pub type Restart<U> = Box<dyn Fn(&U) -> Option<U>>;
+
+/// What [`drive`] needs to know about the upload besides the [`Upload`] trait.
+pub struct Rig<U> {
+    /// The source's length (reads past it hand in nothing; no `Send` may reach past it).
+    pub source_len: u64,
+    /// How many requests may be in flight at once.
+    pub max_in_flight: usize,
+    /// A new upload from `upload`'s resume state, as a restarted process would build it.
+    pub restart: Restart<U>,
+    /// Asks `upload` to cancel (a no-op for protocols without cancel).
+    pub cancel: Box<dyn Fn(&mut U)>,
+    /// Skip the checks against the source's length: a GCS bare session of unknown size
+    /// believes what the server claims until it reads the source's end (and then ends with
+    /// `RangeBeyondSent`, see `gcs_bare_session_claim_beyond_the_source` in
+    /// core/tests/fuzz_regressions.rs).
+    pub unbounded: bool,
+}
+
+/// Feeds `steps` to `upload` and checks the properties in the crate docs. Returns when the
+/// upload is done or the script is used up.
+pub fn drive<U>(mut upload: U, steps: &[Step], rig: &Rig<U>)
+where
+    U: Upload + Debug,
+    U::Output: PartialEq + Debug,
+{
+    let mut now = Instant::now();
+    let mut steps = steps.iter();
+    let mut in_flight: Vec<RequestId> = Vec::new();
+    let mut answered: Option<RequestId> = None;
+    let mut persisted = upload.persisted();
+    let mut idle = 0;
+    loop {
+        let action = upload.poll_action(now);
+        idle += 1;
+        assert!(idle <= IDLE_BOUND, "{idle} actions without input");
+        match action {
+            Action::Done(outcome) => return check_done(&mut upload, now, &outcome, steps),
+            Action::Wait(until) => {
+                assert!(until > now, "a Wait that is not in the future");
+                now = until;
+                continue;
+            }
+            Action::Read(read) => {
+                let range = read.range;
+                assert!(range.start < range.end, "an empty read");
+                let end = range.end.min(rig.source_len).max(range.start);
+                let len = usize::try_from(end - range.start).expect("small");
+                assert!(len <= ZEROS.len(), "a read longer than a chunk");
+                let handed = upload.handle_read(now, range.start, &ZEROS[..len]);
+                assert_eq!(handed, Ok(()), "a read as asked was refused");
+                idle = 0;
+                continue;
+            }
+            Action::Send(send) => {
+                let body = &send.body.source;
+                assert!(body.start <= body.end, "an inverted body range");
+                assert!(
+                    body.end <= rig.source_len || rig.unbounded,
+                    "a body past the source"
+                );
+                assert!(
+                    body.start >= upload.persisted() || body.is_empty(),
+                    "a body that re-sends acknowledged bytes"
+                );
+                if !in_flight.contains(&send.id) {
+                    in_flight.push(send.id);
+                }
+                assert!(in_flight.len() <= rig.max_in_flight, "too many in flight");
+            }
+        }
+        let Some(step) = steps.next() else { return };
+        idle = 0;
+        match step {
+            Step::Answer { which, answer } => {
+                let id = in_flight.remove(usize::from(*which) % in_flight.len());
+                let result = upload.handle_response(now, id, answer.response());
+                assert_eq!(
+                    result,
+                    Ok(()),
+                    "an answer to a request in flight was refused"
+                );
+                answered = Some(id);
+            }
+            Step::Fail { which, failure } => {
+                let id = in_flight.remove(usize::from(*which) % in_flight.len());
+                let result = upload.handle_failure(now, id, failure.transport());
+                assert_eq!(
+                    result,
+                    Ok(()),
+                    "a failure of a request in flight was refused"
+                );
+                answered = Some(id);
+            }
+            Step::Stale { answer } => {
+                // With one request in flight a poll changes nothing; with several it may hand
+                // out another, so then the upload's own `Debug` is compared.
+                let single = rig.max_in_flight == 1;
+                let look = |u: &mut U| {
+                    let action = if single {
+                        format!("{:?}", u.poll_action(now))
+                    } else {
+                        String::new()
+                    };
+                    format!("{action} {u:?} {}", u.persisted())
+                };
+                let before = look(&mut upload);
+                let id = answered.unwrap_or(RequestId::new(u64::MAX));
+                let result = upload.handle_response(now, id, answer.response());
+                assert_eq!(result, Err(UsageError::UnknownRequest(id.get())));
+                assert_eq!(
+                    before,
+                    look(&mut upload),
+                    "a stale answer changed the upload"
+                );
+            }
+            Step::Hold => {}
+            Step::Restart => {
+                if let Some(resumed) = (rig.restart)(&upload) {
+                    // A new process: its ids start again, so no old id is known to be stale.
+                    upload = resumed;
+                    in_flight.clear();
+                    answered = None;
+                }
+            }
+            Step::Cancel => (rig.cancel)(&mut upload),
+            Step::Sleep { secs } => now += Duration::from_secs(u64::from(*secs)),
+        }
+        let now_persisted = upload.persisted();
+        assert!(now_persisted >= persisted, "persisted() went backwards");
+        assert!(
+            now_persisted <= rig.source_len || rig.unbounded,
+            "persisted() passed the source"
+        );
+        persisted = now_persisted;
+    }
+}
+
+/// `Done` is sticky: the same outcome again, and every input refused as `Finished`.
+fn check_done<'s, U>(
+    upload: &mut U,
+    now: Instant,
+    outcome: &Result<U::Output, resumable_core::Error>,
+    rest: impl Iterator<Item = &'s Step>,
+) where
+    U: Upload,
+    U::Output: PartialEq + Debug,
+{
+    // Every error's text is built without panicking.
+    if let Err(e) = outcome {
+        let _ = (e.to_string(), format!("{e:?}"), e.is_resumable());
+    }
+    let later = now + Duration::from_secs(3600);
+    match upload.poll_action(later) {
+        Action::Done(again) => assert_eq!(&again, outcome, "Done changed"),
+        other => panic!("Done was not sticky: {other:?}"),
+    }
+    let finished = Err(UsageError::Finished);
+    let ok = Bytes::new();
+    for (n, step) in rest.take(4).enumerate() {
+        let id = RequestId::new(n as u64);
+        let response = match step {
+            Step::Answer { answer, .. } | Step::Stale { answer } => answer.response(),
+            _ => http::Response::new(ok.clone()),
+        };
+        assert_eq!(upload.handle_response(now, id, response), finished);
+        assert_eq!(
+            upload.handle_failure(now, id, TransportFailure::Reset),
+            finished
+        );
+        assert_eq!(upload.handle_read(now, 0, b"x"), finished);
+    }
+    assert!(matches!(upload.poll_action(later), Action::Done(_)));
+}
+
+fn policy(attempts: u8) -> RetryPolicy {
+    let mut policy = RetryPolicy::default().with_seed(u64::from(attempts));
+    policy.max_attempts = u32::from(attempts % 5);
+    policy
+}
+
+const SESSION: &str = "https://storage.example/upload/storage/v1/b/b/o?upload_id=SECRET";
+
+/// Runs a GCS script (G1–G11).
+pub fn run_gcs(script: &GcsScript) {
+    let s = &script.setup;
+    let len = u64::from(s.len) % (GCS_MAX_LEN + 1);
+    let mut config = GcsConfig::new(s.known_total.then_some(len));
+    config.chunk_size = if s.two_granule_chunks { 2 } else { 1 } * GRANULE;
+    config.checksums.md5 = s.md5;
+    config.no_308 = s.no_308;
+    config.retry = policy(s.attempts);
+    let content_type = HeaderValue::from_static("application/octet-stream");
+    let start = match s.begin {
+        GcsBegin::Xml => Start::Xml {
+            url: "https://storage.example/b/o?X-Goog-Signature=SECRET"
+                .parse()
+                .expect("url"),
+            content_type,
+        },
+        GcsBegin::Json => {
+            config.start_headers.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer SECRET"),
+            );
+            Start::Json {
+                url: "https://storage.example/upload/storage/v1/b/b/o?uploadType=resumable"
+                    .parse()
+                    .expect("url"),
+                content_type,
+                metadata: Some(Bytes::from_static(br#"{"name":"o"}"#)),
+            }
+        }
+        GcsBegin::Session => Start::Session(SessionUri::parse(SESSION).expect("uri")),
+        GcsBegin::Resume => Start::Resume(ResumeState {
+            session: SessionUri::parse(SESSION).expect("uri"),
+            total: config.total,
+            persisted: u64::from(s.persisted) % (len + 1),
+            sent: Some(u64::from(s.sent) % (len + 1)),
+            crc32c: None,
+            fingerprint: String::new(),
+        }),
+    };
+    let unbounded = s.begin == GcsBegin::Session && !s.known_total;
+    let Ok(upload) = GcsUpload::new(start, config.clone()) else {
+        return;
+    };
+    let rig = Rig {
+        source_len: len,
+        max_in_flight: 1,
+        restart: Box::new(move |u: &GcsUpload| {
+            let state = u.resume_state()?;
+            let resumed = GcsUpload::new(Start::Resume(state), config.clone());
+            if unbounded {
+                return resumed.ok();
+            }
+            Some(resumed.expect("an upload resumes from its own state"))
+        }),
+        cancel: Box::new(GcsUpload::cancel),
+        unbounded,
+    };
+    drive(upload, &script.steps, &rig);
+}
+
+/// Runs a TON script (T1–T6).
+pub fn run_ton(script: &TonScript) {
+    let s = &script.setup;
+    let len = u64::from(s.len);
+    let mut config = TonConfig::new(HeaderValue::from_static("video/mp4"), len);
+    config.chunk_size = u64::from(s.chunk);
+    if !s.adaptive {
+        config.chunk_time = None;
+    }
+    if s.expires {
+        config.expires = Some("Wed, 05 Nov 2014 23:50:16 GMT".into());
+    }
+    config.retry = policy(s.attempts);
+    config.start_headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("OAuth SECRET"),
+    );
+    let bucket_url = "https://ton.example/1.1/ton/bucket/b".parse().expect("url");
+    let start = match s.begin {
+        TonBegin::Resumable => TonStart::Resumable { bucket_url },
+        TonBegin::Single => TonStart::Single { bucket_url },
+        TonBegin::Resume => TonStart::Resume(TonResumeState {
+            location: SessionUri::parse("https://ton.example/1.1/ton/bucket/b/f?resumeId=SECRET")
+                .expect("uri"),
+            total: len,
+            persisted: u64::from(s.persisted),
+            sent: u64::from(s.sent),
+            min_chunk: u64::from(s.min),
+            max_chunk: u64::from(s.max),
+            expires: None,
+            fingerprint: String::new(),
+        }),
+    };
+    let Ok(upload) = TonUpload::new(start, config.clone()) else {
+        return;
+    };
+    let rig = Rig {
+        source_len: len,
+        max_in_flight: 1,
+        restart: Box::new(move |u: &TonUpload| {
+            let state = u.resume_state()?;
+            Some(
+                TonUpload::new(TonStart::Resume(state), config.clone())
+                    .expect("an upload resumes from its own state"),
+            )
+        }),
+        cancel: Box::new(TonUpload::cancel),
+        unbounded: false,
+    };
+    drive(upload, &script.steps, &rig);
+}
+
+/// Runs a media script (M1–M6).
+pub fn run_media(script: &MediaScript) {
+    let s = &script.setup;
+    let len = u64::from(s.len);
+    let api = if s.v2 {
+        ApiVersion::v2()
+    } else {
+        ApiVersion::v1_1()
+    };
+    let mut config = MediaConfig::new(api, len, "video/mp4");
+    config.segment_size = u64::from(s.segment);
+    config.max_in_flight = 1 + u32::from(s.in_flight % 4);
+    config.max_status_polls = u32::from(s.polls % 8);
+    config.retry = policy(s.attempts);
+    config.headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer SECRET"),
+    );
+    let upload = if s.resume {
+        let Ok(plan) = resumable_core::media::SegmentPlan::new(len, config.segment_size) else {
+            return;
+        };
+        let next_segment = u32::from(s.next_segment) % (plan.count() + 1);
+        let state = MediaResumeState {
+            api: config.api.form(),
+            media_id: "710511363345354753".into(),
+            media_key: None,
+            total: len,
+            segment_size: plan.segment_size(),
+            next_segment,
+            next_offset: plan.offset(next_segment),
+            finalized: s.finalized,
+            expires_after_secs: None,
+            expires_at_unix: None,
+            fingerprint: String::new(),
+        };
+        MediaUpload::resume(config.clone(), state)
+    } else {
+        MediaUpload::new(config.clone())
+    };
+    let Ok(upload) = upload else { return };
+    let rig = Rig {
+        source_len: len,
+        max_in_flight: config.max_in_flight as usize,
+        restart: Box::new(move |u: &MediaUpload| {
+            let state = u.resume_state()?;
+            Some(
+                MediaUpload::resume(config.clone(), state)
+                    .expect("an upload resumes from its own state"),
+            )
+        }),
+        cancel: Box::new(|_| {}),
+        unbounded: false,
+    };
+    drive(upload, &script.steps, &rig);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies and headers through the state machines
+// ---------------------------------------------------------------------------------------------
+
+/// Splits `data` at the first `\n` (the whole of it and nothing when there is none).
+pub fn split_line(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[]),
+    }
+}
+
+/// A header map with each `(name, value)` whose value is valid header bytes.
+pub fn headers(pairs: &[(&'static str, &[u8])]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            map.append(*name, value);
+        }
+    }
+    map
+}
+
+/// A header map with one `name` header per line of `data` (lines that are not valid header
+/// bytes are left out).
+pub fn header_lines(name: &'static str, data: &[u8]) -> http::HeaderMap {
+    let pairs: Vec<_> = data
+        .split(|&b| b == b'\n')
+        .map(|line| (name, line))
+        .collect();
+    headers(&pairs)
+}
+
+/// G7: a GCS completion whose `x-goog-hash` (the first line) and object resource body (the
+/// rest) come from the input. The outcome is success with the source's size, or a typed error.
+pub fn gcs_completion(data: &[u8]) {
+    let (hash, body) = split_line(data);
+    let len = 10;
+    let mut config = GcsConfig::new(Some(len));
+    config.chunk_size = GRANULE;
+    config.checksums.md5 = true;
+    let start = Start::Session(SessionUri::parse(SESSION).expect("uri"));
+    let mut upload = GcsUpload::new(start, config).expect("valid");
+    let now = Instant::now();
+    loop {
+        match upload.poll_action(now) {
+            Action::Read(read) => {
+                let end = usize::try_from(read.range.end.min(len)).expect("small");
+                let start = usize::try_from(read.range.start).expect("small");
+                upload
+                    .handle_read(now, read.range.start, &ZEROS[start..end])
+                    .expect("read");
+            }
+            Action::Send(send) => {
+                let mut response = http::Response::new(Bytes::copy_from_slice(body));
+                *response.status_mut() = StatusCode::OK;
+                if let Ok(value) = HeaderValue::from_bytes(hash) {
+                    response.headers_mut().insert("x-goog-hash", value);
+                }
+                upload
+                    .handle_response(now, send.id, response)
+                    .expect("in flight");
+            }
+            Action::Wait(_) => panic!("no failure was reported"),
+            Action::Done(Ok(done)) => {
+                assert_eq!(done.size, len);
+                return;
+            }
+            Action::Done(Err(e)) => {
+                let _ = e.to_string();
+                return;
+            }
+        }
+    }
+}
+
+/// M1, M3–M5: one media answer whose body comes from the input, to INIT (first byte `% 4 ==
+/// 0`), FINALIZE (1), STATUS (2) or as an error status (3); the second byte picks v1.1 or v2
+/// and the status. Whatever the body, the upload ends or goes on without panicking.
+pub fn media_answer(data: &[u8]) {
+    let [which, form, body @ ..] = data else {
+        return;
+    };
+    let api = if form & 1 == 0 {
+        ApiVersion::v1_1()
+    } else {
+        ApiVersion::v2()
+    };
+    let mut config = MediaConfig::new(api, 10, "image/png");
+    config.segment_size = 10;
+    let ok = br#"{"media_id_string":"1","data":{"id":"1"},"processing_info":{"state":"pending","check_after_secs":1}}"#;
+    let init = br#"{"media_id_string":"1","data":{"id":"1"}}"#;
+    let target = which % 4;
+    let mut upload = MediaUpload::new(config).expect("valid");
+    let mut now = Instant::now();
+    for n in 0..8 {
+        let send = match upload.poll_action(now) {
+            Action::Send(send) => send,
+            Action::Wait(until) => {
+                now = until;
+                continue;
+            }
+            Action::Done(_) => return,
+            Action::Read(_) => panic!("media never reads"),
+        };
+        // Request n: INIT, APPEND, FINALIZE, STATUS…
+        let (status, bytes): (u16, &[u8]) = match (n, target) {
+            (0, 0) | (2, 1) | (3, 2) => (200, body),
+            (_, 3) if n == 2 => (400 + u16::from(form >> 1) % 200, body),
+            (0, _) => (200, init),
+            (1, _) => (204, b""),
+            _ => (200, ok),
+        };
+        let mut response = http::Response::new(Bytes::copy_from_slice(bytes));
+        *response.status_mut() = StatusCode::from_u16(status).expect("valid");
+        upload
+            .handle_response(now, send.id, response)
+            .expect("in flight");
+    }
+}
+
+/// T3: a TON start answered with `X-TON-Min-Chunk-Size`, `X-TON-Max-Chunk-Size`, `Location`,
+/// `Expires` and `Date` taken from the input's first five lines, then chunks answered by an
+/// honest server. Every chunk must obey the limits the upload accepted (T4).
+pub fn ton_limits(data: &[u8]) {
+    let (min, rest) = split_line(data);
+    let (max, rest) = split_line(rest);
+    let (location, rest) = split_line(rest);
+    let (expires, rest) = split_line(rest);
+    let (date, rest) = split_line(rest);
+    let total = 1 + rest
+        .iter()
+        .fold(0u64, |t, &b| t.wrapping_mul(251).wrapping_add(u64::from(b)))
+        % (1 << 30);
+    let mut config = TonConfig::new(HeaderValue::from_static("video/mp4"), total);
+    config.chunk_size = 1 << 20;
+    let bucket_url = "https://ton.example/1.1/ton/bucket/b".parse().expect("url");
+    let mut upload =
+        TonUpload::new(TonStart::Resumable { bucket_url }, config).expect("valid config");
+    let mut now = Instant::now();
+    let mut held = 0u64;
+    for n in 0..64 {
+        let send = match upload.poll_action(now) {
+            Action::Send(send) => send,
+            Action::Wait(until) => {
+                now = until;
+                continue;
+            }
+            Action::Done(_) => return,
+            Action::Read(_) => panic!("TON never reads"),
+        };
+        let mut response = http::Response::new(Bytes::new());
+        if n == 0 {
+            *response.status_mut() = StatusCode::CREATED;
+            for (name, value) in [
+                ("x-ton-min-chunk-size", min),
+                ("x-ton-max-chunk-size", max),
+                ("location", location),
+                ("expires", expires),
+                ("date", date),
+            ] {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+        } else {
+            let range = send.body.source.clone();
+            let limits = upload
+                .limits()
+                .expect("limits are known once chunks are sent");
+            let len = range.end - range.start;
+            assert!(
+                len > 0 && len <= limits.cap(),
+                "a chunk outside the limits (T4)"
+            );
+            assert!(
+                range.end == total || len % limits.min == 0,
+                "a non-final chunk that is not a multiple of the minimum (T4)"
+            );
+            assert_eq!(
+                range.start, held,
+                "a chunk that does not continue the upload"
+            );
+            held = range.end;
+            if held == total {
+                *response.status_mut() = StatusCode::CREATED;
+                response
+                    .headers_mut()
+                    .insert("location", HeaderValue::from_static("/1.1/ton/bucket/b/f"));
+            } else {
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                let value = format!("0-{}", held - 1);
+                response
+                    .headers_mut()
+                    .insert("range", HeaderValue::from_str(&value).expect("ascii"));
+            }
+        }
+        now += Duration::from_secs(1);
+        upload
+            .handle_response(now, send.id, response)
+            .expect("in flight");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod seeds;

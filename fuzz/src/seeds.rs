@@ -1,0 +1,678 @@
+//! Seed inputs for every target, from the exchanges of the scripted tests (core/tests/*_scripted.rs)
+//! and the property tests' faults. `cargo test --manifest-path fuzz/Cargo.toml --lib -- --ignored`
+//! rewrites `fuzz/seeds/<target>/`; `scripts/fuzz` copies them into the corpus before a run.
+//!
+//! Script inputs are written with [`Enc`], which mirrors how `arbitrary` 1.x decodes the derived
+//! types (little-endian integers, a `u32` picking an enum variant as `(x · n) >> 32`, a `true`
+//! byte before each element of a `Vec` and a `false` one after the last); [`write`] decodes every
+//! script again and fails if it does not come back equal, so a change of encoding is caught.
+
+use std::path::{Path, PathBuf};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use super::*;
+
+/// Writes inputs in the byte form `arbitrary` decodes.
+#[derive(Default)]
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    /// Variant `index` of an enum with `count` variants.
+    fn variant(&mut self, index: u32, count: u32) {
+        let x = (u64::from(index) << 32).div_ceil(u64::from(count));
+        self.u32(u32::try_from(x).expect("below 2^32"));
+    }
+    fn blob(&mut self, bytes: &[u8]) {
+        self.u16(u16::try_from(bytes.len()).expect("short"));
+        self.0.extend_from_slice(bytes);
+    }
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
+        for item in items {
+            self.bool(true);
+            each(self, item);
+        }
+        self.bool(false);
+    }
+    fn answer(&mut self, a: &Answer) {
+        self.u16(a.status);
+        self.list(&a.headers, |e, h| {
+            e.variant(h.name as u32, 11);
+            e.blob(&h.value.0);
+        });
+        self.blob(&a.body.0);
+    }
+    fn step(&mut self, step: &Step) {
+        match step {
+            Step::Answer { which, answer } => {
+                self.variant(0, 7);
+                self.u8(*which);
+                self.answer(answer);
+            }
+            Step::Fail { which, failure } => {
+                self.variant(1, 7);
+                self.u8(*which);
+                self.variant(*failure as u32, 5);
+            }
+            Step::Stale { answer } => {
+                self.variant(2, 7);
+                self.answer(answer);
+            }
+            Step::Hold => self.variant(3, 7),
+            Step::Restart => self.variant(4, 7),
+            Step::Cancel => self.variant(5, 7),
+            Step::Sleep { secs } => {
+                self.variant(6, 7);
+                self.u16(*secs);
+            }
+        }
+    }
+    fn steps(&mut self, steps: &[Step]) {
+        self.list(steps, |e, s| e.step(s));
+    }
+    fn gcs(&mut self, script: &GcsScript) {
+        let s = &script.setup;
+        self.variant(s.begin as u32, 4);
+        self.u32(s.len);
+        self.bool(s.known_total);
+        self.bool(s.two_granule_chunks);
+        self.bool(s.md5);
+        self.bool(s.no_308);
+        self.u8(s.attempts);
+        self.u32(s.persisted);
+        self.u32(s.sent);
+        self.steps(&script.steps);
+    }
+    fn ton(&mut self, script: &TonScript) {
+        let s = &script.setup;
+        self.variant(s.begin as u32, 3);
+        self.u32(s.len);
+        self.u32(s.chunk);
+        self.bool(s.adaptive);
+        self.bool(s.expires);
+        self.u8(s.attempts);
+        for v in [s.persisted, s.sent, s.min, s.max] {
+            self.u32(v);
+        }
+        self.steps(&script.steps);
+    }
+    fn media(&mut self, script: &MediaScript) {
+        let s = &script.setup;
+        self.bool(s.v2);
+        self.u32(s.len);
+        self.u32(s.segment);
+        self.u8(s.in_flight);
+        self.u8(s.polls);
+        self.u8(s.attempts);
+        self.bool(s.resume);
+        self.u16(s.next_segment);
+        self.bool(s.finalized);
+        self.steps(&script.steps);
+    }
+}
+
+// ---- building scripts ----
+
+fn answer(status: u16, headers: &[(Name, &str)], body: &str) -> Step {
+    Step::Answer {
+        which: 0,
+        answer: reply(status, headers, body),
+    }
+}
+
+fn reply(status: u16, headers: &[(Name, &str)], body: &str) -> Answer {
+    Answer {
+        status: status - 100,
+        headers: headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: *name,
+                value: Blob(value.as_bytes().to_vec()),
+            })
+            .collect(),
+        body: Blob(body.as_bytes().to_vec()),
+    }
+}
+
+fn fail(failure: Failure) -> Step {
+    Step::Fail { which: 0, failure }
+}
+
+const G: u32 = 262_144;
+const DATE: &str = "Wed, 05 Nov 2014 23:40:16 GMT";
+const OBJECT: &str = r#"{"kind":"storage#object","name":"o","bucket":"b","generation":"1","size":"600000","crc32c":"AAAAAA==","md5Hash":"1B2M2Y8AsgTpgAmY7PhCfg=="}"#;
+
+fn gcs_scripts() -> Vec<(&'static str, GcsScript)> {
+    use Name::*;
+    let setup = GcsSetup {
+        begin: GcsBegin::Xml,
+        len: 600_000,
+        known_total: true,
+        two_granule_chunks: false,
+        md5: false,
+        no_308: false,
+        attempts: 4,
+        persisted: 0,
+        sent: 0,
+    };
+    let loc = "https://storage.example/upload/storage/v1/b/b/o?upload_id=SECRET";
+    let start = answer(201, &[(Location, loc)], "");
+    let r1 = answer(308, &[(Range, "bytes=0-262143")], "");
+    let r2 = answer(308, &[(Range, "bytes=0-524287")], "");
+    let done = answer(200, &[(XGoogHash, "crc32c=AAAAAA==")], OBJECT);
+    let busy = answer(
+        503,
+        &[(RetryAfter, "2")],
+        r#"{"error":{"code":503,"message":"busy"}}"#,
+    );
+    vec![
+        (
+            "xml_happy",
+            GcsScript {
+                setup: setup.clone(),
+                steps: vec![start.clone(), r1.clone(), r2.clone(), done.clone()],
+            },
+        ),
+        (
+            "json_unknown_size_no_308",
+            GcsScript {
+                setup: GcsSetup {
+                    begin: GcsBegin::Json,
+                    known_total: false,
+                    no_308: true,
+                    md5: true,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    answer(200, &[(Location, "/upload/session?upload_id=SECRET")], ""),
+                    answer(
+                        200,
+                        &[(StatusOverride, "308"), (Range, "bytes=0-262143")],
+                        "",
+                    ),
+                    answer(
+                        200,
+                        &[(StatusOverride, "308"), (Range, "bytes=0-524287")],
+                        "",
+                    ),
+                    done.clone(),
+                ],
+            },
+        ),
+        (
+            "flaky",
+            GcsScript {
+                setup: setup.clone(),
+                steps: vec![
+                    start.clone(),
+                    fail(Failure::Reset),
+                    answer(308, &[], ""),
+                    Step::Stale {
+                        answer: reply(308, &[(Range, "bytes=0-599999")], ""),
+                    },
+                    busy.clone(),
+                    answer(308, &[(Range, "bytes=0-100000")], ""),
+                    fail(Failure::Timeout),
+                    Step::Restart,
+                    r1.clone(),
+                    answer(
+                        429,
+                        &[(RetryAfter, "Wed, 05 Nov 2014 23:40:46 GMT"), (Date, DATE)],
+                        "",
+                    ),
+                    r2.clone(),
+                    Step::Hold,
+                    fail(Failure::Truncated),
+                    done.clone(),
+                ],
+            },
+        ),
+        (
+            "lies",
+            GcsScript {
+                setup: setup.clone(),
+                steps: vec![
+                    start.clone(),
+                    answer(308, &[(Range, "bytes=0-999999")], ""),
+                    answer(308, &[(Range, "bytes=5-9")], ""),
+                ],
+            },
+        ),
+        (
+            "resume_and_cancel",
+            GcsScript {
+                setup: GcsSetup {
+                    begin: GcsBegin::Resume,
+                    persisted: G,
+                    sent: 2 * G,
+                    ..setup.clone()
+                },
+                steps: vec![r1.clone(), Step::Cancel, answer(499, &[], "")],
+            },
+        ),
+        (
+            "bare_session_gone",
+            GcsScript {
+                setup: GcsSetup {
+                    begin: GcsBegin::Session,
+                    ..setup
+                },
+                steps: vec![
+                    answer(308, &[(Range, "bytes=0-262143")], ""),
+                    answer(410, &[], ""),
+                ],
+            },
+        ),
+    ]
+}
+
+fn ton_scripts() -> Vec<(&'static str, TonScript)> {
+    use Name::*;
+    let setup = TonSetup {
+        begin: TonBegin::Resumable,
+        len: 5000,
+        chunk: 2048,
+        adaptive: true,
+        expires: false,
+        attempts: 4,
+        persisted: 0,
+        sent: 0,
+        min: 1024,
+        max: 4096,
+    };
+    let start = answer(
+        201,
+        &[
+            (
+                Location,
+                "/1.1/ton/bucket/b/f.mp4?resumable=true&resumeId=SECRET",
+            ),
+            (TonMinChunk, "1024"),
+            (TonMaxChunk, "4096"),
+            (Expires, "Wed, 05 Nov 2014 23:50:16 UTC"),
+            (Date, DATE),
+        ],
+        "",
+    );
+    let done = answer(201, &[(Location, "/1.1/ton/bucket/b/f.mp4")], "");
+    vec![
+        (
+            "happy",
+            TonScript {
+                setup: setup.clone(),
+                steps: vec![
+                    start.clone(),
+                    answer(308, &[(Range, "0-2048")], ""),
+                    answer(308, &[(Range, "bytes=0-4095")], ""),
+                    done.clone(),
+                ],
+            },
+        ),
+        (
+            "flaky",
+            TonScript {
+                setup: TonSetup {
+                    expires: true,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    answer(503, &[(RetryAfter, "3")], ""),
+                    start.clone(),
+                    fail(Failure::Timeout),
+                    Step::Sleep { secs: 30 },
+                    answer(308, &[(Range, "0-1023")], ""),
+                    Step::Stale {
+                        answer: reply(308, &[(Range, "0-4999")], ""),
+                    },
+                    Step::Restart,
+                    answer(429, &[], ""),
+                    answer(308, &[], ""),
+                    answer(404, &[(Date, "Wed, 05 Nov 2014 23:55:00 GMT")], ""),
+                ],
+            },
+        ),
+        (
+            "single",
+            TonScript {
+                setup: TonSetup {
+                    begin: TonBegin::Single,
+                    ..setup.clone()
+                },
+                steps: vec![fail(Failure::Connect), done.clone()],
+            },
+        ),
+        (
+            "resume_lies",
+            TonScript {
+                setup: TonSetup {
+                    begin: TonBegin::Resume,
+                    persisted: 1024,
+                    sent: 3072,
+                    ..setup
+                },
+                steps: vec![
+                    answer(308, &[(Range, "0-9999")], ""),
+                    answer(308, &[(Range, "0-1500")], ""),
+                    answer(200, &[], ""),
+                ],
+            },
+        ),
+    ]
+}
+
+fn media_scripts() -> Vec<(&'static str, MediaScript)> {
+    use Name::*;
+    let setup = MediaSetup {
+        v2: false,
+        len: 10,
+        segment: 4,
+        in_flight: 0,
+        polls: 5,
+        attempts: 4,
+        resume: false,
+        next_segment: 0,
+        finalized: false,
+    };
+    let init = answer(
+        200,
+        &[(Date, DATE)],
+        r#"{"media_id":1880028106020515840,"media_id_string":"1880028106020515840","media_key":"7_1880028106020515840","expires_after_secs":86400}"#,
+    );
+    let append = answer(204, &[], "");
+    let pending = answer(
+        200,
+        &[],
+        r#"{"media_id_string":"1880028106020515840","size":10,"processing_info":{"state":"pending","check_after_secs":5}}"#,
+    );
+    let progress = answer(
+        200,
+        &[],
+        r#"{"media_id_string":"1880028106020515840","processing_info":{"state":"in_progress","check_after_secs":1,"progress_percent":40}}"#,
+    );
+    let succeeded = answer(
+        200,
+        &[],
+        r#"{"media_id_string":"1880028106020515840","processing_info":{"state":"succeeded","progress_percent":100}}"#,
+    );
+    let v2 = |body: &str| answer(200, &[], &format!(r#"{{"data":{body}}}"#));
+    vec![
+        (
+            "v1_happy",
+            MediaScript {
+                setup: setup.clone(),
+                steps: vec![
+                    init.clone(),
+                    append.clone(),
+                    append.clone(),
+                    append.clone(),
+                    pending,
+                    progress,
+                    succeeded,
+                ],
+            },
+        ),
+        (
+            "v2_in_flight_reordered",
+            MediaScript {
+                setup: MediaSetup {
+                    v2: true,
+                    in_flight: 2,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    v2(
+                        r#"{"id":"1880028106020515840","media_key":"7_1","expires_after_secs":86400}"#,
+                    ),
+                    Step::Hold,
+                    Step::Hold,
+                    Step::Answer {
+                        which: 2,
+                        answer: reply(200, &[], r#"{"data":{"expires_at":1700000000}}"#),
+                    },
+                    fail(Failure::Reset),
+                    answer(429, &[(RateLimitReset, "1415231000"), (Date, DATE)], ""),
+                    append.clone(),
+                    Step::Stale {
+                        answer: reply(204, &[], ""),
+                    },
+                    append.clone(),
+                    v2(
+                        r#"{"id":"1880028106020515840","processing_info":{"state":"failed","error":{"code":1,"name":"InvalidMedia","message":"Unsupported"}}}"#,
+                    ),
+                ],
+            },
+        ),
+        (
+            "v1_errors",
+            MediaScript {
+                setup: setup.clone(),
+                steps: vec![
+                    init,
+                    Step::Restart,
+                    append,
+                    answer(
+                        400,
+                        &[],
+                        r#"{"errors":[{"code":324,"message":"Bad media"}]}"#,
+                    ),
+                ],
+            },
+        ),
+        (
+            "v2_resume_status",
+            MediaScript {
+                setup: MediaSetup {
+                    v2: true,
+                    resume: true,
+                    next_segment: 3,
+                    finalized: true,
+                    ..setup
+                },
+                steps: vec![
+                    answer(
+                        503,
+                        &[],
+                        r#"{"title":"Service Unavailable","detail":"later","type":"about:blank","status":503}"#,
+                    ),
+                    v2(r#"{"id":"710511363345354753","processing_info":{"state":"succeeded"}}"#),
+                ],
+            },
+        ),
+    ]
+}
+
+fn raw_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let lines = |items: &[&str]| items.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let media = |which: u8, form: u8, body: &str| {
+        let mut v = vec![which, form];
+        v.extend_from_slice(body.as_bytes());
+        v
+    };
+    vec![
+        (
+            "parse_range",
+            lines(&[
+                "bytes=0-262143",
+                "0-1023",
+                "bytes=0-0",
+                "bytes=5-9",
+                " bytes=0-42 ",
+                "bytes=abc",
+                "bytes=0-18446744073709551615",
+                "bytes=0-1,3-4",
+            ]),
+        ),
+        (
+            "parse_content_range",
+            lines(&[
+                "bytes 0-262143/1000000",
+                "bytes 262144-524287/*",
+                "bytes */7",
+                "bytes */*",
+                "bytes 0-10/5",
+            ]),
+        ),
+        (
+            "retry_after",
+            lines(&[
+                "120",
+                "Wed, 21 Oct 2015 07:28:30 GMT\nWed, 21 Oct 2015 07:28:00 GMT",
+                "Sunday, 06-Nov-94 08:49:37 GMT\nSun Nov  6 08:49:37 1994",
+                "soon",
+            ]),
+        ),
+        (
+            "rate_limit_reset",
+            lines(&[
+                "1415231000\nWed, 05 Nov 2014 23:40:16 GMT",
+                "0\nWed, 05 Nov 2014 23:40:16 GMT",
+            ]),
+        ),
+        (
+            "location",
+            lines(&[
+                "https://storage.googleapis.com/upload/storage/v1/b/bucket/o?uploadType=resumable&upload_id=ABC",
+                "/1.1/ton/bucket/b/f.mp4?resumable=true&resumeId=1",
+                "//h/x",
+                "ftp://h/x",
+                "https://a.example/x\nhttps://b.example/y",
+            ]),
+        ),
+        (
+            "x_goog_hash",
+            lines(&[
+                "crc32c=AAAAAA==,md5=1B2M2Y8AsgTpgAmY7PhCfg==",
+                "crc32c=AAAAAA==\nmd5=1B2M2Y8AsgTpgAmY7PhCfg==",
+                "crc32c=not base64",
+            ]),
+        ),
+        (
+            "server_message",
+            lines(&[
+                r#"{"error":{"code":400,"message":"Bad chunk"}}"#,
+                r#"{"errors":[{"code":324,"message":"Bad media"}]}"#,
+                r#"{"title":"Invalid","detail":"too big","status":400}"#,
+                r#"{"request":"/1.1/x","error":"Segment missing"}"#,
+                "<Error><Code>X</Code><Message>Nope</Message></Error>",
+                "plain words\nsecond line",
+            ]),
+        ),
+        (
+            "gcs_completion",
+            vec![
+                format!("crc32c=AAAAAA==\n{OBJECT}").into_bytes(),
+                br#"crc32c=y3XSeA==,md5=pzbrRtp4uXXBpxtttX+KCg==
+{"size":10,"crc32c":"y3XSeA=="}"#
+                    .to_vec(),
+                b"\n{\"size\":\"10\"".to_vec(),
+            ],
+        ),
+        (
+            "media_answer",
+            vec![
+                media(
+                    0,
+                    0,
+                    r#"{"media_id":1,"media_id_string":"1","expires_after_secs":60}"#,
+                ),
+                media(
+                    0,
+                    1,
+                    r#"{"data":{"id":"1","media_key":"3_1","expires_after_secs":60}}"#,
+                ),
+                media(
+                    1,
+                    0,
+                    r#"{"media_id_string":"1","size":10,"processing_info":{"state":"pending","check_after_secs":5}}"#,
+                ),
+                media(
+                    2,
+                    1,
+                    r#"{"data":{"id":"1","processing_info":{"state":"in_progress","error":{"code":1,"name":"InvalidMedia","message":"x"}}}}"#,
+                ),
+                media(3, 0, r#"{"errors":[{"code":324,"message":"Bad media"}]}"#),
+                media(
+                    3,
+                    1,
+                    r#"{"type":"about:blank","title":"Invalid","detail":"too big","status":400}"#,
+                ),
+            ],
+        ),
+        (
+            "ton_limits",
+            lines(&[
+                "1024\n4096\n/1.1/ton/bucket/b/f.mp4?resumable=true&resumeId=1\nWed, 05 Nov 2014 23:50:16 UTC\nWed, 05 Nov 2014 23:40:16 GMT\nabc",
+                "1\n67108864\nhttps://ton.example/x\n\n\n\u{1}",
+                "0\n5\n/x\n",
+            ]),
+        ),
+    ]
+}
+
+fn dir(target: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
+    std::fs::create_dir_all(&dir).expect("create seeds dir");
+    dir
+}
+
+fn put(target: &str, name: &str, bytes: &[u8]) {
+    std::fs::write(dir(target).join(name), bytes).expect("write seed");
+}
+
+/// Writes `fuzz/seeds/<target>/` for every target, checking that each script decodes back.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand after changing the input types"]
+fn write() {
+    for (name, script) in gcs_scripts() {
+        let mut e = Enc::default();
+        e.gcs(&script);
+        let back = GcsScript::arbitrary_take_rest(Unstructured::new(&e.0)).expect("decodes");
+        assert_eq!(
+            back, script,
+            "{name}: the encoding no longer matches arbitrary's"
+        );
+        run_gcs(&script);
+        put("gcs_script", name, &e.0);
+    }
+    for (name, script) in ton_scripts() {
+        let mut e = Enc::default();
+        e.ton(&script);
+        let back = TonScript::arbitrary_take_rest(Unstructured::new(&e.0)).expect("decodes");
+        assert_eq!(
+            back, script,
+            "{name}: the encoding no longer matches arbitrary's"
+        );
+        run_ton(&script);
+        put("ton_script", name, &e.0);
+    }
+    for (name, script) in media_scripts() {
+        let mut e = Enc::default();
+        e.media(&script);
+        let back = MediaScript::arbitrary_take_rest(Unstructured::new(&e.0)).expect("decodes");
+        assert_eq!(
+            back, script,
+            "{name}: the encoding no longer matches arbitrary's"
+        );
+        run_media(&script);
+        put("media_script", name, &e.0);
+    }
+    for (target, inputs) in raw_seeds() {
+        for (n, input) in inputs.iter().enumerate() {
+            put(target, &format!("seed-{n}"), input);
+        }
+    }
+}
