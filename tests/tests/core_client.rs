@@ -7,50 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
 use resumable_conformance::{FaultScript, Server, ServerConfig};
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
-use resumable_core::{Action, Error, ProtocolViolation, RetryPolicy, TransportFailure, Upload};
-
-/// Sends one request of the core on a fresh connection.
-fn send_action(
-    send: &resumable_core::Send,
-    source: &[u8],
-) -> Result<http::Response<Bytes>, TransportFailure> {
-    let uri = send.request.uri();
-    let addr: std::net::SocketAddr = uri
-        .authority()
-        .expect("absolute URI")
-        .as_str()
-        .parse()
-        .expect("an IP:port authority");
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let headers: Vec<(String, String)> = send
-        .request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-        .collect();
-    let header_refs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut body = send.body.prefix.to_vec();
-    let r = &send.body.source;
-    body.extend_from_slice(&source[r.start as usize..r.end as usize]);
-    body.extend_from_slice(&send.body.suffix);
-    let mut conn = Conn::open(addr);
-    conn.write_request(send.request.method().as_str(), target, &header_refs, &body)
-        .map_err(|_| TransportFailure::Reset)?;
-    let resp = conn.read_response().map_err(|_| TransportFailure::Reset)?;
-    let mut builder = http::Response::builder().status(resp.status);
-    for (k, v) in &resp.headers {
-        builder = builder.header(k, v);
-    }
-    Ok(builder.body(Bytes::from(resp.body)).unwrap())
-}
+use resumable_core::{Action, Error, ProtocolViolation, RetryPolicy, Upload};
 
 fn fast_retries() -> RetryPolicy {
     let mut p = RetryPolicy::default();
@@ -83,7 +44,7 @@ fn drive(mut upload: GcsUpload, source: &[u8]) -> Result<GcsCompletion, Error> {
                     .handle_read(Instant::now(), read.range.start, &source[a.min(b)..b])
                     .unwrap();
             }
-            Action::Send(send) => match send_action(&send, source) {
+            Action::Send(send) => match core_send(&send, source) {
                 Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
                 Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
             },
@@ -262,7 +223,7 @@ fn cancel_deletes_the_session() {
                     .unwrap();
             }
             Action::Send(send) => {
-                let r = send_action(&send, &src).unwrap();
+                let r = core_send(&send, &src).unwrap();
                 upload.handle_response(Instant::now(), send.id, r).unwrap();
             }
             other => panic!("{other:?}"),
@@ -311,7 +272,7 @@ fn a_crashed_client_resumes_from_the_persisted_offset() {
                     break;
                 }
                 Action::Send(send) => {
-                    let r = send_action(&send, &src).unwrap();
+                    let r = core_send(&send, &src).unwrap();
                     upload.handle_response(Instant::now(), send.id, r).unwrap();
                 }
                 other => panic!("{other:?}"),
