@@ -3,7 +3,8 @@
 //! Every upload in this crate has the same rhythm, captured by the [`Upload`] trait: the driver
 //! calls [`Upload::poll_action`] and carries out the [`Action`] it gets, then feeds the result
 //! back with [`Upload::handle_read`], [`Upload::handle_response`] or [`Upload::handle_failure`],
-//! and polls again, until it gets [`Action::Done`].
+//! and polls again, until it gets [`Action::Done`]. While a body is sent, the driver may also
+//! hand its source bytes to [`Upload::handle_sent`] (when [`Send::report_sent`] asks for them).
 
 use std::fmt;
 use std::ops::Range;
@@ -114,6 +115,12 @@ pub struct Send {
     pub request: http::Request<()>,
     /// What to send as the request body.
     pub body: Body,
+    /// The upload wants to see this body's source bytes as they go out (GCS checksums them
+    /// while they are sent rather than in a [`Read`] before): hand each piece to
+    /// [`Upload::handle_sent`] as it is handed to the transport. A driver that does not is
+    /// asked for the same bytes by a later [`Action::Read`] instead; nothing is lost, but the
+    /// source is read twice.
+    pub report_sent: bool,
 }
 
 impl Send {
@@ -130,7 +137,12 @@ impl Send {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        Send { id, request, body }
+        Send {
+            id,
+            request,
+            body,
+            report_sent: false,
+        }
     }
 }
 
@@ -145,6 +157,7 @@ impl fmt::Debug for Send {
                 &crate::secret::RedactedHeaders(self.request.headers()),
             )
             .field("body", &self.body)
+            .field("report_sent", &self.report_sent)
             .finish()
     }
 }
@@ -237,6 +250,20 @@ pub trait Upload {
     /// [`UsageError`] when nothing was asked, `offset` is not where the read starts, more bytes
     /// than asked are given, or the upload is over. The upload's state is unchanged then.
     fn handle_read(&mut self, now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError>;
+
+    /// Hand in source bytes of the body of the request `id` as they are handed to the
+    /// transport, when its [`Send::report_sent`] is set: in order, each piece starting where
+    /// the previous one ended (a retried body starts again at its range's start), and before
+    /// the request's response or failure is handed in. Bytes the upload has already seen are
+    /// skipped. Uploads that never set the flag ignore the call.
+    ///
+    /// # Errors
+    /// [`UsageError`] when `id` is not the request in flight, the bytes lie outside its source
+    /// range or leave a gap, or the upload is over. The upload's state is unchanged then.
+    fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
+        let _ = (id, offset, bytes);
+        Ok(())
+    }
 
     /// Hand in the complete response to the request `id` (any status).
     ///

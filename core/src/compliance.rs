@@ -1288,6 +1288,18 @@ impl Upload for ComplianceJob {
         }
     }
 
+    fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
+        if self.outcome.is_some() {
+            return Err(UsageError::Finished);
+        }
+        match (&mut self.stage, self.inner_in_flight) {
+            (Stage::Gcs(upload), Some((inner, outer))) if outer == id => {
+                upload.handle_sent(inner, offset, bytes)
+            }
+            _ => Err(UsageError::UnknownRequest(id.0)),
+        }
+    }
+
     fn handle_response(
         &mut self,
         now: Instant,

@@ -15,8 +15,12 @@
 //!  cancel() ─▶ Cancel (DELETE) ──499──▶ Done(Cancelled)
 //! ```
 //!
-//! Before a chunk is sent the core asks, with [`Action::Read`], for the bytes it has not yet
-//! seen: to checksum them, and (for a source of unknown size) to learn where it ends.
+//! The core checksums the source front to back. Bytes of a chunk it has not seen yet are
+//! checksummed as they are sent, when the driver reports them ([`Send::report_sent`],
+//! [`Upload::handle_sent`]); it asks for bytes with [`Action::Read`] only when it must see
+//! them before a request: the final chunk (its headers carry the checksums), a chunk of a
+//! source of unknown size (to learn where it ends), bytes a driver did not report, and, before
+//! accepting a completion, any part of the source it has never seen.
 
 use std::fmt;
 use std::ops::Range;
@@ -781,9 +785,24 @@ impl GcsUpload {
     fn pending_read(&self) -> Option<Range<u64>> {
         let seen = self.hasher.len();
         let want = match (self.next, self.total) {
-            // Before a chunk: its bytes, to checksum them or find where a stream ends.
-            (Next::Upload, _) if self.checksums.any() || self.total.is_none() => {
-                self.chunk.chunk_at(self.persisted, self.total).end
+            // Before a chunk of a source of unknown size: its bytes and one more, to find
+            // whether it is the last (a stream that ends on the chunk's end is then sent as
+            // `A-B/T`, with no empty request after it, G4) and to checksum them.
+            (Next::Upload, None) => {
+                let end = self.chunk.chunk_at(self.persisted, None).end;
+                end.saturating_add(1)
+            }
+            // Before the final chunk: all of it, as `x-goog-hash` goes in its headers (G7).
+            // Before any other chunk, only what precedes it: its own bytes are checksummed
+            // as they are sent (`Upload::handle_sent`), and a driver that does not report
+            // them is asked for them here, before the next chunk.
+            (Next::Upload, Some(total)) if self.checksums.any() => {
+                let chunk = self.chunk.chunk_at(self.persisted, Some(total));
+                if chunk.end == total {
+                    total
+                } else {
+                    chunk.start
+                }
             }
             // Before accepting a completion: the rest of the source, to check it (G7).
             (Next::Verify, Some(total)) if self.checksums.any() => total,
@@ -808,6 +827,7 @@ impl GcsUpload {
 
     fn build(&self, id: RequestId, kind: &Kind) -> Send {
         let mut headers = HeaderMap::new();
+        let mut report_sent = false;
         let (method, uri, body) = match kind {
             Kind::Start => match &self.begin {
                 Begin::Xml { url, content_type } => {
@@ -866,6 +886,7 @@ impl GcsUpload {
                         headers.insert(X_GOOG_HASH, v);
                     }
                 }
+                report_sent = self.checksums.any() && self.hasher.len() < range.end;
                 (Method::PUT, self.session_uri(), Body::source(range.clone()))
             }
             Kind::Cancel => {
@@ -880,7 +901,9 @@ impl GcsUpload {
         } else if self.no_308 && *kind != Kind::Cancel {
             headers.insert(X_GUPLOADER_NO_308, HeaderValue::from_static("yes"));
         }
-        Send::new(id, method, uri, headers, body)
+        let mut send = Send::new(id, method, uri, headers, body);
+        send.report_sent = report_sent;
+        send
     }
 
     fn session_uri(&self) -> Uri {
@@ -995,6 +1018,42 @@ impl Upload for GcsUpload {
                 }
                 None => self.total = Some(ended_at),
             }
+        }
+        Ok(())
+    }
+
+    fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
+        if self.outcome.is_some() {
+            return Err(UsageError::Finished);
+        }
+        let range = match &self.in_flight {
+            Some((in_flight, Kind::Chunk { range, .. })) if *in_flight == id => range,
+            Some((in_flight, _)) if *in_flight == id => {
+                return Err(UsageError::UnexpectedRead {
+                    offset,
+                    expected: "the request sends no source bytes",
+                });
+            }
+            _ => return Err(UsageError::UnknownRequest(id.get())),
+        };
+        let end = offset.checked_add(bytes.len() as u64);
+        if offset < range.start || end.is_none_or(|end| end > range.end) {
+            return Err(UsageError::UnexpectedRead {
+                offset,
+                expected: "the bytes lie outside the request's source range",
+            });
+        }
+        let seen = self.hasher.len();
+        if offset > seen {
+            return Err(UsageError::UnexpectedRead {
+                offset,
+                expected: "sent bytes are handed in in order, without gaps",
+            });
+        }
+        // Bytes seen before (by a read, or an earlier attempt at this range) are skipped.
+        let skip = usize::try_from(seen - offset).unwrap_or(usize::MAX);
+        if let Some(fresh) = bytes.get(skip..) {
+            self.hasher.update(fresh);
         }
         Ok(())
     }

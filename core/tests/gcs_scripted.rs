@@ -26,6 +26,8 @@ struct Exchange {
     upload: GcsUpload,
     source: Vec<u8>,
     now: Instant,
+    /// Every range handed in for a Read, in order.
+    reads: Vec<Range<u64>>,
 }
 
 impl Exchange {
@@ -34,6 +36,7 @@ impl Exchange {
             upload: GcsUpload::new(start, config).expect("valid upload"),
             source,
             now: Instant::now(),
+            reads: Vec::new(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Exchange {
                     self.upload
                         .handle_read(self.now, read.range.start, &bytes)
                         .expect("read accepted");
+                    self.reads.push(read.range.start..end as u64);
                 }
                 other => return other,
             }
@@ -91,6 +95,22 @@ impl Exchange {
         match self.poll() {
             Action::Wait(until) => until,
             other => panic!("expected Wait, got {other:?}"),
+        }
+    }
+
+    /// Hands the first `len` source bytes of `send`'s body to `handle_sent`, in 64 KiB
+    /// pieces, as a driver does while the body goes out.
+    fn report(&mut self, send: &Send, len: u64) {
+        let range = send.body.source.clone();
+        let end = range.start + len.min(range.end - range.start);
+        let mut at = range.start;
+        while at < end {
+            let piece = (end - at).min(64 * 1024);
+            let bytes = &self.source[at as usize..(at + piece) as usize];
+            self.upload
+                .handle_sent(send.id, at, bytes)
+                .expect("sent bytes accepted");
+            at += piece;
         }
     }
 
@@ -366,26 +386,157 @@ fn g4_unknown_size_declares_the_total_on_the_last_chunk() {
     assert_eq!(ex.done().unwrap().size, len);
 }
 
-// G4: unknown size ending exactly on a chunk boundary: a final empty `bytes */T`.
+// G4: unknown size ending exactly on a chunk boundary. The core reads one byte past each
+// chunk before sending it, so it knows the stream ends there: the last chunk declares the
+// total and carries the hash, and no empty `bytes */T` request follows (one request per chunk).
 #[test]
-fn g4_unknown_size_on_a_boundary_ends_with_an_empty_request() {
+fn g4_unknown_size_on_a_boundary_declares_the_total_on_the_last_chunk() {
     let len = 2 * KIB256;
     let mut config = GcsConfig::new(None);
     config.chunk_size = KIB256;
     let mut ex = Exchange::new(xml_start(), config, source(len));
     let c1 = ex.started();
+    assert_chunk(&c1, 0..KIB256, "bytes 0-262143/*");
+    ex.store_all(&c1);
+    let last = ex.send();
+    assert_chunk(&last, KIB256..len, &format!("bytes 262144-524287/{len}"));
+    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
+    assert_eq!(
+        header(&last, "x-goog-hash"),
+        Some(format!("crc32c={crc}").as_str())
+    );
+    ex.respond(last.id, 200, &[], &object_json(&source(len)));
+    let done = ex.done().unwrap();
+    assert_eq!(done.size, len);
+    assert!(done.verified.crc32c);
+    assert_eq!(
+        ex.upload.stats().requests,
+        3,
+        "start and one request per chunk"
+    );
+}
+
+// G4: a stream one byte longer than a chunk: the first chunk is `/*`, the byte read past it
+// is kept in the checksum, and the second chunk is that one byte with the total.
+#[test]
+fn g4_unknown_size_one_byte_past_a_chunk_sends_it_as_the_last_chunk() {
+    let len = KIB256 + 1;
+    let mut config = GcsConfig::new(None);
+    config.chunk_size = KIB256;
+    let mut ex = Exchange::new(xml_start(), config, source(len));
+    let c1 = ex.started();
+    assert_chunk(&c1, 0..KIB256, "bytes 0-262143/*");
+    ex.store_all(&c1);
+    let last = ex.send();
+    assert_chunk(&last, KIB256..len, &format!("bytes 262144-262144/{len}"));
+    ex.respond(last.id, 200, &[], &object_json(&source(len)));
+    assert!(ex.done().unwrap().verified.crc32c);
+}
+
+// G7: with a known size, a chunk's bytes are checksummed as they are sent (the driver hands
+// them to `handle_sent`); the core reads ahead only the final chunk, whose headers carry the
+// whole source's checksum.
+#[test]
+fn g7_chunks_are_checksummed_while_sent_and_only_the_last_is_read_first() {
+    let len = 3 * KIB256 + 10;
+    let mut ex = Exchange::xml(len, KIB256);
+    let mut c = ex.started();
+    for _ in 0..3 {
+        assert!(c.report_sent, "a non-final chunk asks for its sent bytes");
+        ex.report(&c, KIB256);
+        ex.store_all(&c);
+        c = ex.send();
+    }
+    assert_chunk(&c, 3 * KIB256..len, &format!("bytes 786432-786441/{len}"));
+    assert!(
+        !c.report_sent,
+        "the final chunk was read before it was built"
+    );
+    assert_eq!(
+        ex.reads,
+        vec![3 * KIB256..len],
+        "only the final chunk is read ahead"
+    );
+    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
+    assert_eq!(
+        header(&c, "x-goog-hash"),
+        Some(format!("crc32c={crc}").as_str())
+    );
+    ex.respond(c.id, 200, &[], &object_json(&source(len)));
+    assert!(ex.done().unwrap().verified.crc32c);
+}
+
+// G7: a driver that does not report sent bytes loses nothing: the core asks to read each
+// chunk's bytes before the next request (the source is then read twice).
+#[test]
+fn g7_unreported_sent_bytes_are_read_before_the_next_chunk() {
+    let len = 2 * KIB256 + 5;
+    let mut ex = Exchange::xml(len, KIB256);
+    let c1 = ex.started();
+    assert!(ex.reads.is_empty());
     ex.store_all(&c1);
     let c2 = ex.send();
-    assert_chunk(&c2, KIB256..len, "bytes 262144-524287/*");
+    assert_eq!(ex.reads, vec![0..KIB256]);
     ex.store_all(&c2);
     let last = ex.send();
-    assert_status_query(&last, &format!("bytes */{len}"));
-    assert!(
-        header(&last, "x-goog-hash").is_some(),
-        "the final request carries the hash"
+    // The unreported second chunk, then the final chunk (a read is at most a chunk long).
+    assert_eq!(ex.reads, [0..KIB256, KIB256..2 * KIB256, 2 * KIB256..len]);
+    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
+    assert_eq!(
+        header(&last, "x-goog-hash"),
+        Some(format!("crc32c={crc}").as_str())
     );
-    ex.respond(last.id, 201, &[], "");
-    assert_eq!(ex.done().unwrap().size, len);
+    ex.respond(last.id, 200, &[], &object_json(&source(len)));
+    assert!(ex.done().unwrap().verified.crc32c);
+}
+
+// G7 + G8: bytes reported during an attempt that failed are not checksummed twice when the
+// retry sends them again; a driver error (unknown id, a gap, bytes outside the range, bytes
+// for a request without a body) is a typed error that leaves the checksum as it was.
+#[test]
+fn g7_sent_bytes_count_once_across_retries_and_misuse_is_refused() {
+    let len = KIB256 + 7;
+    let mut ex = Exchange::xml(len, KIB256);
+    let c1 = ex.started();
+    ex.report(&c1, 100_000);
+    assert_eq!(
+        ex.upload.handle_sent(RequestId::new(99), 0, b"x"),
+        Err(UsageError::UnknownRequest(99))
+    );
+    assert!(matches!(
+        ex.upload.handle_sent(c1.id, 100_001, b"x"),
+        Err(UsageError::UnexpectedRead {
+            offset: 100_001,
+            ..
+        })
+    ));
+    assert!(matches!(
+        ex.upload.handle_sent(c1.id, KIB256 - 1, b"xy"),
+        Err(UsageError::UnexpectedRead { .. })
+    ));
+    ex.upload
+        .handle_failure(ex.now, c1.id, TransportFailure::Reset)
+        .unwrap();
+    ex.now = ex.wait();
+    let query = ex.send();
+    assert_status_query(&query, &format!("bytes */{len}"));
+    assert!(matches!(
+        ex.upload.handle_sent(query.id, 0, b""),
+        Err(UsageError::UnexpectedRead { .. })
+    ));
+    ex.respond(query.id, 308, &[], "");
+    let again = ex.send();
+    assert_chunk(&again, 0..KIB256, &format!("bytes 0-262143/{len}"));
+    ex.report(&again, KIB256);
+    ex.store_all(&again);
+    let last = ex.send();
+    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
+    assert_eq!(
+        header(&last, "x-goog-hash"),
+        Some(format!("crc32c={crc}").as_str())
+    );
+    ex.respond(last.id, 200, &[], &object_json(&source(len)));
+    assert!(ex.done().unwrap().verified.crc32c);
 }
 
 // G4: an empty source is one `bytes */0` request.
