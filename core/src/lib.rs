@@ -25,7 +25,9 @@
 //! # Driving an upload
 //!
 //! Poll for an [`Action`], do what it says, hand back the result, repeat until
-//! [`Action::Done`]. Here the "network" is a tiny in-memory server, so the example runs:
+//! [`Action::Done`]; while a body is sent, hand its source bytes to [`Upload::handle_sent`]
+//! when the [`Send`] asks for them. Here the "network" is a tiny in-memory server, so the
+//! example runs:
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -76,6 +78,12 @@
 //!         Action::Send(send_action) => {
 //!             let r = &send_action.body.source;
 //!             let body = &source[r.start as usize..r.end as usize];
+//!             if send_action.report_sent {
+//!                 // The core checksums these bytes as they go out (a streaming driver hands
+//!                 // in each piece as its transport takes it); skipping this only makes the
+//!                 // core read them later.
+//!                 upload.handle_sent(send_action.id, r.start, body).unwrap();
+//!             }
 //!             match send(&mut server, &send_action.request, body) {
 //!                 Ok(response) => upload.handle_response(now, send_action.id, response).unwrap(),
 //!                 Err(failure) => upload.handle_failure(now, send_action.id, failure).unwrap(),

@@ -482,6 +482,9 @@ impl<'a> Driver<'a> {
         self.saved = self.upload.resume_state();
         self.check_request(&send)?;
 
+        if send.report_sent {
+            self.report_sent(&send)?;
+        }
         let had_session = self.upload.session().is_some();
         let persisted_before = self.upload.persisted();
         let body = body_bytes(self.source, &send.body);
@@ -522,6 +525,28 @@ impl<'a> Driver<'a> {
         }
         .map_err(usage)?;
         self.classify(&send, &reply, had_session, persisted_before)
+    }
+
+    /// Hands the body's source bytes to `handle_sent` in random pieces, as a driver does while
+    /// the body goes out: all of them, a prefix (the transport took only part before the
+    /// exchange failed), or none (a driver that does not report; the core must then read them).
+    fn report_sent(&mut self, send: &Send) -> Result<(), TestCaseError> {
+        let range = send.body.source.clone();
+        let len = range.end - range.start;
+        let upto = range.start
+            + match self.reader.below(4) {
+                0 => 0,
+                1 => self.reader.below(len + 1),
+                _ => len,
+            };
+        let mut at = range.start;
+        while at < upto {
+            let piece = (1 + self.reader.below(64 * 1024)).min(upto - at);
+            let bytes = &self.source[at as usize..(at + piece) as usize];
+            self.upload.handle_sent(send.id, at, bytes).map_err(usage)?;
+            at += piece;
+        }
+        Ok(())
     }
 
     /// (5), (6), G1–G4, G11: the request as emitted, against the server's state.

@@ -1579,8 +1579,33 @@ impl<W: World> Driver<W> {
     }
 
     /// Sends the in-flight request `i` to the server and hands its answer in.
+    /// Hands the body's source bytes to `handle_sent` in random pieces, as a driver does
+    /// while sending: all of them, a prefix (the transport took only part), or none (a driver
+    /// that does not report them; the upload must then read them).
+    fn report_sent(&mut self, send: &Send) -> Result<(), String> {
+        let range = send.body.source.clone();
+        let upto = range.start
+            + match self.rng.below(4) {
+                0 => 0,
+                1 => self.rng.below(range.end - range.start + 1),
+                _ => range.end - range.start,
+            };
+        let mut at = range.start;
+        while at < upto {
+            let piece = (1 + self.rng.below(64 * 1024)).min(upto - at);
+            let bytes = &self.source[at as usize..(at + piece) as usize];
+            let handed = self.upload.handle_sent(send.id, at, bytes);
+            ensure!(handed.is_ok(), "sent bytes were refused: {handed:?}");
+            at += piece;
+        }
+        Ok(())
+    }
+
     fn deliver(&mut self, i: usize) -> Result<(), String> {
         let send = self.in_flight.remove(i);
+        if send.report_sent {
+            self.report_sent(&send)?;
+        }
         let body = body_bytes(self.source, &send);
         if self.burst_left == 0 && self.rng.chance(self.setup.burst) {
             self.burst_left = 1 + self.rng.below(5);

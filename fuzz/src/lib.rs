@@ -319,6 +319,18 @@ where
                     "a body that re-sends acknowledged bytes"
                 );
                 if !in_flight.contains(&send.id) {
+                    // A driver hands the body's source bytes in as it sends them; every third
+                    // request plays a driver that does not (the upload then reads them).
+                    if send.report_sent && send.id.get() % 3 != 0 {
+                        let mut at = body.start;
+                        while at < body.end {
+                            let piece = (body.end - at).min(ZEROS.len() as u64);
+                            let bytes = &ZEROS[..usize::try_from(piece).expect("small")];
+                            let handed = upload.handle_sent(send.id, at, bytes);
+                            assert_eq!(handed, Ok(()), "sent bytes were refused");
+                            at += piece;
+                        }
+                    }
                     in_flight.push(send.id);
                 }
                 assert!(in_flight.len() <= rig.max_in_flight, "too many in flight");

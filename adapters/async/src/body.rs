@@ -36,6 +36,9 @@ impl BodyError {
     pub(crate) const HOOK: BodyError = BodyError {
         reason: "the caller's hook failed",
     };
+    pub(crate) const REFUSED: BodyError = BodyError {
+        reason: "the upload refused the bytes sent",
+    };
     pub(crate) const DROPPED: BodyError = BodyError {
         reason: "the upload future was dropped",
     };

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::pin::pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -124,6 +125,8 @@ pub enum Event<'a> {
 enum Abort {
     Source(SourceError),
     Hook(HookError),
+    /// The upload refused the sent bytes handed in: a driver bug.
+    Usage(UsageError),
 }
 
 /// Drives an [`Upload`] to its end over a [`Transport`], reading a [`Source`], sleeping with a
@@ -340,6 +343,7 @@ where
                     match abort {
                         Some(Abort::Source(e)) => return Err(DriveError::Source(e)),
                         Some(Abort::Hook(e)) => return Err(DriveError::Hook(e)),
+                        Some(Abort::Usage(e)) => return Err(DriveError::Usage(e)),
                         None => {}
                     }
                     source.release(send_floor.max(upload.persisted()));
@@ -362,7 +366,7 @@ where
     /// driver stopped, if it did.
     async fn exchange<S, X>(
         &mut self,
-        upload: &U,
+        upload: &mut U,
         send: SendAction,
         source: &mut S,
         transport: &mut X,
@@ -372,12 +376,28 @@ where
         S: Source + ?Sized,
         X: Transport + ?Sized,
     {
-        let SendAction { id, request, body } = send;
+        let SendAction {
+            id,
+            request,
+            body,
+            report_sent,
+        } = send;
         let (request_body, writer) = RequestBody::channel(body.len());
         let (parts, ()) = request.into_parts();
         let response = transport.send(http::Request::from_parts(parts, request_body));
         let mut response = pin!(response);
-        let pump = feed(source, &body, &writer, self.read_piece);
+        // The pump hands source pieces to the upload as it pushes them to the transport, and
+        // `report` reads the upload between polls of the pump: never at the same time, so the
+        // lock (a Mutex, not a RefCell, to keep the future `Send`) is never contended.
+        let upload = Mutex::new(upload);
+        let on_piece = |offset: u64, bytes: &[u8]| -> Result<(), UsageError> {
+            if report_sent {
+                let mut upload = upload.lock().unwrap_or_else(PoisonError::into_inner);
+                upload.handle_sent(id, offset, bytes)?;
+            }
+            Ok(())
+        };
+        let pump = feed(source, &body, &writer, self.read_piece, on_piece);
         let mut pump = pin!(pump);
         let mut pumping = true;
         let mut reported = 0u64;
@@ -392,6 +412,7 @@ where
             let source_sent = taken
                 .saturating_sub(body.prefix.len() as u64)
                 .min(body.source_len());
+            let upload = upload.lock().unwrap_or_else(PoisonError::into_inner);
             let progress = Progress {
                 request: id,
                 body_sent: taken,
@@ -400,7 +421,7 @@ where
                 total_sent: *total_sent,
                 persisted: upload.persisted(),
             };
-            on_event(upload, &Event::Progress(progress))
+            on_event(&**upload, &Event::Progress(progress))
         };
         // `writer`, dropped when this returns, stops a body that is not complete: whatever
         // happened, the transport never sees a short body end normally.
@@ -408,9 +429,12 @@ where
             if pumping {
                 match pump.as_mut().poll(cx) {
                     Poll::Ready(Ok(())) => pumping = false,
-                    Poll::Ready(Err(e)) => {
-                        writer.stop(BodyError::SOURCE);
-                        return Poll::Ready((None, Some(Abort::Source(e))));
+                    Poll::Ready(Err(abort)) => {
+                        writer.stop(match abort {
+                            Abort::Usage(_) => BodyError::REFUSED,
+                            _ => BodyError::SOURCE,
+                        });
+                        return Poll::Ready((None, Some(abort)));
                     }
                     Poll::Pending => {}
                 }
@@ -433,14 +457,15 @@ where
 }
 
 /// Feeds `body` into the request body: the core's prefix, the source range read piece by
-/// piece as the transport takes them, the core's suffix. Stops early, without error, when
-/// the transport drops the body.
+/// piece as the transport takes them (each handed to `on_piece` as it is pushed), the core's
+/// suffix. Stops early, without error, when the transport drops the body.
 async fn feed<S: Source + ?Sized>(
     source: &mut S,
     body: &resumable_core::Body,
     writer: &BodyWriter,
     piece: usize,
-) -> Result<(), SourceError> {
+    mut on_piece: impl FnMut(u64, &[u8]) -> Result<(), UsageError>,
+) -> Result<(), Abort> {
     if !body.prefix.is_empty() {
         if !writer.room().await {
             return Ok(());
@@ -457,14 +482,15 @@ async fn feed<S: Source + ?Sized>(
         let max = usize::try_from(range.end - at)
             .unwrap_or(usize::MAX)
             .min(piece);
-        let mut bytes = source.read_at(at, max).await?;
+        let mut bytes = source.read_at(at, max).await.map_err(Abort::Source)?;
         if bytes.is_empty() {
-            return Err(SourceError::Ended {
+            return Err(Abort::Source(SourceError::Ended {
                 ended_at: at,
                 needed: range.end,
-            });
+            }));
         }
         bytes.truncate(max);
+        on_piece(at, &bytes).map_err(Abort::Usage)?;
         at += bytes.len() as u64;
         writer.push(bytes);
     }

@@ -19,21 +19,26 @@ pub(crate) enum Abort {
     Hook(HookError),
     /// The interrupt flag was raised.
     Interrupted,
+    /// The upload refused the sent bytes the driver handed in: a driver bug.
+    Usage(resumable_core::UsageError),
 }
 
 /// How far a body has been read, reported to the driver after every read.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BodySent {
+pub(crate) struct BodySent<'b> {
     /// Body bytes read so far.
     pub(crate) sent: u64,
     /// The source offset of the next source byte to send.
     pub(crate) source_position: u64,
     /// Bytes read by this read.
     pub(crate) delta: u64,
+    /// The source bytes this read handed to the transport (empty for prefix and suffix
+    /// bytes); they start at `source_position - source_bytes.len()`.
+    pub(crate) source_bytes: &'b [u8],
 }
 
 /// Called as body bytes are handed to the transport; an error stops the body.
-pub(crate) type BodyObserver<'a> = dyn FnMut(BodySent) -> Result<(), Abort> + 'a;
+pub(crate) type BodyObserver<'a> = dyn FnMut(BodySent<'_>) -> Result<(), Abort> + 'a;
 
 /// The body of one request, handed to [`Transport::send`](crate::Transport::send) as a
 /// [`Read`] of exactly [`RequestBody::len`] bytes: the core's prefix, the source range, then
@@ -182,12 +187,12 @@ impl Read for RequestBody<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = if !self.prefix.is_empty() {
-            copy_from(&mut self.prefix, buf)
+        let (n, from_source) = if !self.prefix.is_empty() {
+            (copy_from(&mut self.prefix, buf), false)
         } else if self.source_sent < self.source_len {
-            self.read_source(buf)?
+            (self.read_source(buf)?, true)
         } else {
-            copy_from(&mut self.suffix, buf)
+            (copy_from(&mut self.suffix, buf), false)
         };
         if n == 0 {
             return Ok(0);
@@ -198,6 +203,7 @@ impl Read for RequestBody<'_> {
                 sent: self.sent,
                 source_position: self.source_start + self.source_sent,
                 delta: n as u64,
+                source_bytes: if from_source { &buf[..n] } else { &[] },
             };
             if let Err(abort) = observer(progress) {
                 return Err(self.stop(abort, "the request body was stopped by the driver"));

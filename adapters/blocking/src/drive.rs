@@ -57,6 +57,7 @@ impl From<Abort> for DriveError {
             Abort::Source(e) => DriveError::Source(e),
             Abort::Hook(e) => DriveError::Hook(e),
             Abort::Interrupted => DriveError::Interrupted,
+            Abort::Usage(e) => DriveError::Usage(e),
         }
     }
 }
@@ -355,7 +356,7 @@ impl<U: Upload> Driver<'_, U> {
     /// it was.
     fn send<S, T>(
         &mut self,
-        upload: &U,
+        upload: &mut U,
         send: &SendAction,
         source: &mut S,
         transport: &mut T,
@@ -379,9 +380,16 @@ impl<U: Upload> Driver<'_, U> {
         let on_event = &mut self.on_event;
         let request = send.id;
         let body_len = send.body.len();
-        let mut observe = |sent: BodySent| -> Result<(), Abort> {
+        let report_sent = send.report_sent;
+        let mut observe = |sent: BodySent<'_>| -> Result<(), Abort> {
             if interrupt.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
                 return Err(Abort::Interrupted);
+            }
+            if report_sent && !sent.source_bytes.is_empty() {
+                let offset = sent.source_position - sent.source_bytes.len() as u64;
+                upload
+                    .handle_sent(request, offset, sent.source_bytes)
+                    .map_err(Abort::Usage)?;
             }
             *total_sent += sent.delta;
             let progress = Progress {

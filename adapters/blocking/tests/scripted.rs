@@ -307,6 +307,51 @@ fn full_upload_sends_every_chunk_once() {
     assert!(clock.sleeps.borrow().is_empty());
 }
 
+// G7: the driver hands the core each body's source bytes as it sends them, so a file of
+// known size is read once: only the final chunk is read ahead (its headers carry the
+// checksum). Bytes sent again after a partial persistence or a reset are not checksummed
+// twice: the CRC32C still matches the source.
+#[test]
+fn a_file_is_read_once_and_checksummed_as_it_is_sent() {
+    let source = data(1000 * KIB);
+    let mut upload = xml_upload(config(Some(source.len() as u64)));
+    let mut server = FakeGcs::with_faults([Fault::Persist(200_000), Fault::ResetAfter(5000)]);
+    let mut transport = transport_fn(|request, body| server.handle(request, body));
+    let mut reads = Vec::new();
+    let completion = Driver::new()
+        .clock(FakeClock::new())
+        .on_event(|_: &GcsUpload, event: &Event<'_>| {
+            if let Event::SourceRead { range } = event {
+                reads.push(range.clone());
+            }
+            Ok(())
+        })
+        .drive(
+            &mut upload,
+            &mut SeekableSource::new(Cursor::new(&source)),
+            &mut transport,
+        )
+        .unwrap();
+
+    assert_eq!(server.stored, source);
+    assert_eq!(completion.crc32c, Some(crc32c::crc32c(&source)));
+    assert!(completion.verified.crc32c);
+    // The final chunk starts where the server's persisted count put it (200,000 + 5,000
+    // bytes in, then whole chunks).
+    let last = server
+        .chunks()
+        .last()
+        .unwrap()
+        .content_range
+        .clone()
+        .unwrap();
+    let final_start = 205_000 + 3 * CHUNK;
+    assert!(last.starts_with(&format!("bytes {final_start}-")), "{last}");
+    assert_eq!(reads.first().map(|r| r.start), Some(final_start));
+    assert_eq!(reads.last().map(|r| r.end), Some(source.len() as u64));
+    assert!(reads.windows(2).all(|w| w[0].end == w[1].start));
+}
+
 // G5: the server persisted fewer bytes than sent (308 with a shorter Range): the next
 // request re-sends exactly from the persisted offset, with those bytes.
 #[test]
@@ -458,10 +503,11 @@ fn a_stream_of_unknown_size_keeps_a_window_of_about_two_chunks() {
     );
 }
 
-// G4: a stream whose size is a whole number of chunks ends with an empty `bytes */T` request
-// that declares the total and carries the checksum (G7).
+// G4: a stream whose size is a whole number of chunks: the core reads one byte past each
+// chunk, so the last chunk itself declares the total and carries the checksum (G7), and no
+// empty `bytes */T` request follows: one request per chunk.
 #[test]
-fn a_stream_ending_on_a_chunk_boundary_ends_with_an_empty_request_declaring_the_total() {
+fn a_stream_ending_on_a_chunk_boundary_declares_the_total_on_its_last_chunk() {
     let source = data(2 * CHUNK);
     let mut upload = xml_upload(config(None));
     let mut server = FakeGcs::default();
@@ -475,8 +521,12 @@ fn a_stream_ending_on_a_chunk_boundary_ends_with_an_empty_request_declaring_the_
 
     assert_eq!(server.stored, source);
     let last = server.log.last().unwrap();
-    assert_eq!(last.content_range.as_deref(), Some("bytes */524288"));
-    assert!(last.body.is_empty());
+    assert_eq!(
+        last.content_range.as_deref(),
+        Some("bytes 262144-524287/524288")
+    );
+    assert_eq!(last.body, source[CHUNK as usize..]);
+    assert_eq!(server.log.len(), 3, "the start and one request per chunk");
     let crc = crc32c_base64(crc32c::crc32c(&source));
     assert_eq!(last.x_goog_hash.as_deref(), Some(&*format!("crc32c={crc}")));
 }
