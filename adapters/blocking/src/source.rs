@@ -227,8 +227,8 @@ impl<R: Read> StreamSource<R> {
         }
     }
 
-    /// Reads one piece (at most `max` bytes) from the stream onto the window's end; returns
-    /// how many bytes came (0: the stream ended).
+    /// Reads one piece (`max` bytes, fewer only where the stream ends) from the stream onto
+    /// the window's end; returns how many bytes came (0: the stream ended).
     fn read_piece(&mut self, max: usize) -> Result<usize, SourceError> {
         if self.ended || max == 0 {
             return Ok(0);
@@ -236,19 +236,20 @@ impl<R: Read> StreamSource<R> {
         let offset = self.window_end();
         let old = self.window.len();
         // Exact growth: the window's allocation tracks what it holds, not powers of two.
+        // `read_to_end` reads into the spare capacity without zero-filling it first, and
+        // retries interrupted reads; bytes read before an error stay in the window.
         self.window.reserve_exact(max);
-        self.window.resize(old + max, 0);
-        let result = read_some(&mut self.reader, &mut self.window[old..]);
-        let n = match result {
-            Ok(n) => n.min(max),
-            Err(source) => {
-                self.window.truncate(old);
-                return Err(SourceError::Io { offset, source });
-            }
-        };
-        self.window.truncate(old + n);
+        let want = u64::try_from(max).unwrap_or(u64::MAX);
+        let result = (&mut self.reader).take(want).read_to_end(&mut self.window);
         self.peak_capacity = self.peak_capacity.max(self.window.capacity());
-        if n == 0 {
+        let n = self.window.len() - old;
+        if let Err(source) = result {
+            return Err(SourceError::Io {
+                offset: offset + n as u64,
+                source,
+            });
+        }
+        if n < max {
             self.ended = true;
         }
         Ok(n)
