@@ -395,13 +395,18 @@ enum Phase {
     Status,
 }
 
-/// The media id and the addresses built from it (checked once, so building never fails).
-#[derive(Clone)]
+/// The media id and the requests built from it (checked once, so building never fails).
 struct Media {
     id: String,
     key: Option<String>,
     /// v1.1: the endpoint; v2: `base/{id}/append`.
     append: Uri,
+    /// The multipart framing of every APPEND, which differ only in `segment_index` (M2).
+    framing: multipart::Framing,
+    /// The headers of every APPEND: the config's, the multipart `Content-Type`, and a
+    /// `Content-Length` that each APPEND overwrites with its own (in place, so the map's order
+    /// is that of the other requests).
+    append_headers: HeaderMap,
     /// v1.1: the endpoint; v2: `base/{id}/finalize`.
     finalize: Uri,
     /// `…?command=STATUS&media_id=ID`.
@@ -931,25 +936,52 @@ impl MediaUpload {
                 )
             }
         };
-        // The framing must have a boundary for this id (M2); digits of segment_index cannot
-        // change that, so checking segment 0 checks them all.
-        let fields = [
-            ("command", "APPEND"),
-            ("media_id", id.as_str()),
-            ("segment_index", "0"),
-        ];
-        multipart::frame(self.boundary_seed, &fields)?;
+        // An APPEND is sent up to 1000 times per media id, so all of it that does not depend
+        // on the segment is built here, once. The framing must have a boundary for this id
+        // (M2); digits of segment_index cannot change that, so one check covers every segment.
+        let v1_1_fields = [("command", "APPEND"), ("media_id", id.as_str())];
+        let fields: &[(&str, &str)] = match self.api.form() {
+            ApiForm::V1_1 => &v1_1_fields,
+            ApiForm::V2 => &[],
+        };
+        let framing = multipart::Framing::new(self.boundary_seed, fields)?;
+        // Content-Length: a placeholder, which each APPEND overwrites with its own.
+        let length = HeaderValue::from_static("0");
+        let append_headers = self.headers_with(Some(framing.content_type.clone()), Some(length));
         Some(Media {
             id,
             key,
             append,
+            framing,
+            append_headers,
             finalize,
             status: status.parse().ok()?,
         })
     }
 
-    fn build(&self, id: RequestId, kind: Kind) -> Send {
+    /// The config's headers with the core's `Content-Type` and `Content-Length` (if any) in
+    /// place of the caller's.
+    fn headers_with(
+        &self,
+        content_type: Option<HeaderValue>,
+        content_length: Option<HeaderValue>,
+    ) -> HeaderMap {
         let mut headers = self.headers.clone();
+        headers.remove(CONTENT_TYPE);
+        headers.remove(CONTENT_LENGTH);
+        if let Some(value) = content_type {
+            headers.insert(CONTENT_TYPE, value);
+        }
+        if let Some(value) = content_length {
+            headers.insert(CONTENT_LENGTH, value);
+        }
+        headers
+    }
+
+    fn build(&self, id: RequestId, kind: Kind) -> Send {
+        if let (Kind::Append(index), Some(media)) = (kind, &self.media) {
+            return self.build_append(id, index, media);
+        }
         let empty = Uri::default();
         let media = self.media.as_ref();
         let media_id = media.map_or("", |m| m.id.as_str());
@@ -999,32 +1031,9 @@ impl MediaUpload {
                     Some(content_type),
                 )
             }
-            (Kind::Append(index), api) => {
-                // M2: multipart around the segment's bytes, never copied into the core.
-                let index_text = index.to_string();
-                let mut fields = Vec::with_capacity(3);
-                if api.form() == ApiForm::V1_1 {
-                    fields.push(("command", "APPEND"));
-                    fields.push(("media_id", media_id));
-                }
-                fields.push(("segment_index", index_text.as_str()));
-                let range = self.plan.range(index).unwrap_or(0..0);
-                let uri = media.map_or_else(|| empty.clone(), |m| m.append.clone());
-                match multipart::frame(self.boundary_seed, &fields) {
-                    Some(framing) => {
-                        let value = format!("multipart/form-data; boundary={}", framing.boundary);
-                        let body = Body {
-                            prefix: framing.prefix,
-                            source: range,
-                            suffix: framing.suffix,
-                        };
-                        (Method::POST, uri, body, HeaderValue::from_str(&value).ok())
-                    }
-                    // Unreachable for a media id that passed `valid_media_id`; an empty
-                    // request then fails at the server rather than sending a broken body.
-                    None => (Method::POST, uri, Body::empty(), None),
-                }
-            }
+            // Unreachable: APPENDs start once INIT has named the media id (`build_append`). An
+            // empty request would fail at the server rather than send a broken body.
+            (Kind::Append(_), _) => (Method::POST, empty, Body::empty(), None),
             (Kind::Finalize, ApiVersion::V1_1 { endpoint }) => {
                 // M3: form fields (signed, M7).
                 let body = multipart::form(&[("command", "FINALIZE"), ("media_id", media_id)]);
@@ -1047,15 +1056,24 @@ impl MediaUpload {
                 (Method::GET, uri, Body::empty(), None)
             }
         };
-        headers.remove(CONTENT_TYPE);
-        headers.remove(CONTENT_LENGTH);
-        if let Some(value) = content_type {
-            headers.insert(CONTENT_TYPE, value);
-        }
-        if method == Method::POST {
-            headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
-        }
+        let length = (method == Method::POST).then(|| crate::range::decimal(body.len()));
+        let headers = self.headers_with(content_type, length);
         Send::new(id, method, uri, headers, body)
+    }
+
+    /// APPEND `index` (M2): multipart around the segment's bytes, never copied into the core.
+    /// A driver polls this once per segment, so everything but the segment index and the
+    /// length was built with the media id: what is left allocates the prefix, the
+    /// `Content-Length` value and the header map's two tables.
+    fn build_append(&self, id: RequestId, index: u32, media: &Media) -> Send {
+        let body = Body {
+            prefix: media.framing.prefix(index),
+            source: self.plan.range(index).unwrap_or(0..0),
+            suffix: media.framing.suffix.clone(),
+        };
+        let mut headers = media.append_headers.clone();
+        headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
+        Send::new(id, Method::POST, media.append.clone(), headers, body)
     }
 }
 
