@@ -114,6 +114,19 @@ impl Exchange {
         }
     }
 
+    /// Checks that the final request carries the whole source's CRC32C (G7), answers it
+    /// with the object, and checks the upload ends verified.
+    fn complete_verified(&mut self, last: &Send) {
+        let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&self.source));
+        assert_eq!(
+            header(last, "x-goog-hash"),
+            Some(format!("crc32c={crc}").as_str())
+        );
+        let object = object_json(&self.source);
+        self.respond(last.id, 200, &[], &object);
+        assert!(self.done().unwrap().verified.crc32c);
+    }
+
     /// Answers a chunk as a server that stored everything it got: 308 with the new Range.
     fn store_all(&mut self, send: &Send) {
         let end = send.body.source.end;
@@ -400,15 +413,7 @@ fn g4_unknown_size_on_a_boundary_declares_the_total_on_the_last_chunk() {
     ex.store_all(&c1);
     let last = ex.send();
     assert_chunk(&last, KIB256..len, &format!("bytes 262144-524287/{len}"));
-    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
-    assert_eq!(
-        header(&last, "x-goog-hash"),
-        Some(format!("crc32c={crc}").as_str())
-    );
-    ex.respond(last.id, 200, &[], &object_json(&source(len)));
-    let done = ex.done().unwrap();
-    assert_eq!(done.size, len);
-    assert!(done.verified.crc32c);
+    ex.complete_verified(&last);
     assert_eq!(
         ex.upload.stats().requests,
         3,
@@ -429,8 +434,7 @@ fn g4_unknown_size_one_byte_past_a_chunk_sends_it_as_the_last_chunk() {
     ex.store_all(&c1);
     let last = ex.send();
     assert_chunk(&last, KIB256..len, &format!("bytes 262144-262144/{len}"));
-    ex.respond(last.id, 200, &[], &object_json(&source(len)));
-    assert!(ex.done().unwrap().verified.crc32c);
+    ex.complete_verified(&last);
 }
 
 // G7: with a known size, a chunk's bytes are checksummed as they are sent (the driver hands
@@ -457,13 +461,7 @@ fn g7_chunks_are_checksummed_while_sent_and_only_the_last_is_read_first() {
         vec![3 * KIB256..len],
         "only the final chunk is read ahead"
     );
-    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
-    assert_eq!(
-        header(&c, "x-goog-hash"),
-        Some(format!("crc32c={crc}").as_str())
-    );
-    ex.respond(c.id, 200, &[], &object_json(&source(len)));
-    assert!(ex.done().unwrap().verified.crc32c);
+    ex.complete_verified(&c);
 }
 
 // G7: a driver that does not report sent bytes loses nothing: the core asks to read each
@@ -481,13 +479,7 @@ fn g7_unreported_sent_bytes_are_read_before_the_next_chunk() {
     let last = ex.send();
     // The unreported second chunk, then the final chunk (a read is at most a chunk long).
     assert_eq!(ex.reads, [0..KIB256, KIB256..2 * KIB256, 2 * KIB256..len]);
-    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
-    assert_eq!(
-        header(&last, "x-goog-hash"),
-        Some(format!("crc32c={crc}").as_str())
-    );
-    ex.respond(last.id, 200, &[], &object_json(&source(len)));
-    assert!(ex.done().unwrap().verified.crc32c);
+    ex.complete_verified(&last);
 }
 
 // G7 + G8: bytes reported during an attempt that failed are not checksummed twice when the
@@ -530,13 +522,7 @@ fn g7_sent_bytes_count_once_across_retries_and_misuse_is_refused() {
     ex.report(&again, KIB256);
     ex.store_all(&again);
     let last = ex.send();
-    let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&ex.source));
-    assert_eq!(
-        header(&last, "x-goog-hash"),
-        Some(format!("crc32c={crc}").as_str())
-    );
-    ex.respond(last.id, 200, &[], &object_json(&source(len)));
-    assert!(ex.done().unwrap().verified.crc32c);
+    ex.complete_verified(&last);
 }
 
 // G4: an empty source is one `bytes */0` request.
