@@ -76,9 +76,124 @@ pub fn server_message(body: &[u8]) -> Option<String> {
             None
         }
     }?;
-    let clean: String = raw.chars().filter(|c| !c.is_control()).take(200).collect();
-    let clean = clean.trim().to_owned();
-    (!clean.is_empty()).then_some(clean)
+    clean_text(&raw, 200)
+}
+
+/// Text from a server, made fit for an error: control characters removed, credentials
+/// [redacted](redact), cut to `max` characters and trimmed; `None` when nothing is left.
+pub(crate) fn clean_text(raw: &str, max: usize) -> Option<String> {
+    let printable: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let clean: String = redact(&printable).chars().take(max).collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
+}
+
+/// Query parameters (and form or header parameters) whose values are credentials or bearer
+/// capabilities: GCS session ids and signed-URL signatures, TON resume ids, S3 presigned
+/// signatures, OAuth tokens and signatures, API keys. Compared in lower case.
+const SECRET_PARAMS: &[&str] = &[
+    "upload_id",
+    "resumeid",
+    "x-goog-signature",
+    "x-goog-credential",
+    "googleaccessid",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "access_token",
+    "oauth_token",
+    "oauth_signature",
+    "token",
+    "key",
+    "sig",
+];
+
+/// Words after which a credential follows (`Authorization` schemes).
+const AUTH_SCHEMES: &[&str] = &["bearer", "basic"];
+
+const REDACTED: &str = "<redacted>";
+
+/// Removes what a server may echo back of a request's secrets from its error text: the query
+/// (and userinfo) of every URL, the value of every [credential parameter](SECRET_PARAMS), and
+/// the token after `Bearer` or `Basic`. The core's requests carry session URIs, signed URLs
+/// and `Authorization` headers, and some servers quote the request in their error message.
+pub(crate) fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut after_scheme = false;
+    // Tokens split at whitespace, which is kept as it was.
+    for (i, token) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if token.is_empty() {
+            continue;
+        }
+        if after_scheme {
+            out.push_str(REDACTED);
+            after_scheme = false;
+            continue;
+        }
+        let word = token.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        after_scheme = AUTH_SCHEMES.iter().any(|s| word.eq_ignore_ascii_case(s));
+        match token.find("://") {
+            Some(at) => out.push_str(&redact_url(token, at)),
+            None => out.push_str(&redact_params(token)),
+        }
+    }
+    out
+}
+
+/// A token holding a URL (`at` is where its `://` is): scheme, host and path are kept, the
+/// userinfo, query and fragment are not.
+fn redact_url(token: &str, at: usize) -> String {
+    let (scheme, rest) = token.split_at(at + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let mut url = format!("{}{host}", redact_params(scheme));
+    match rest.find(['?', '#']) {
+        Some(cut) => {
+            url.push_str(&rest[..cut]);
+            url.push('?');
+            url.push_str(REDACTED);
+        }
+        None => url.push_str(rest),
+    }
+    url
+}
+
+/// A token with the value of every credential parameter (`name=value`, the value ending at
+/// `&`, `,`, `;` or a quote) replaced.
+fn redact_params(token: &str) -> String {
+    let lower = token.to_ascii_lowercase();
+    let mut out = String::with_capacity(token.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find('=') {
+        let eq = search + found;
+        let name_start = lower[..eq]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |(p, c)| p + c.len_utf8());
+        let value_start = eq + 1;
+        let quoted = lower[value_start..].starts_with('"');
+        let value_from = value_start + usize::from(quoted);
+        let value_end = lower[value_from..]
+            .find(['&', ',', ';', '"', '\''])
+            .map_or(lower.len(), |p| value_from + p);
+        if SECRET_PARAMS.contains(&&lower[name_start..eq]) && value_end > value_from {
+            out.push_str(&token[copied..value_from]);
+            out.push_str(REDACTED);
+            copied = value_end;
+        }
+        search = value_end.max(value_start);
+    }
+    out.push_str(&token[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -122,6 +237,59 @@ mod tests {
                 Err(ProtocolViolation::MissingLocation),
                 "{bad:?}"
             );
+        }
+    }
+
+    // Servers that quote the request in their error text must not put its secrets into our
+    // errors: URL queries and userinfo, credential parameters, and Authorization tokens go.
+    #[test]
+    fn server_text_loses_the_secrets_it_echoes() {
+        let cases = [
+            (
+                "Invalid request https://storage.example/upload/o?uploadType=resumable&upload_id=SEKRIT.",
+                "Invalid request https://storage.example/upload/o?<redacted>",
+            ),
+            (
+                "bad url http://user:SEKRIT@host.example:9000/b/o#frag",
+                "bad url http://host.example:9000/b/o?<redacted>",
+            ),
+            (
+                "header was Authorization: Bearer SEKRIT, which expired",
+                "header was Authorization: Bearer <redacted> which expired",
+            ),
+            ("basic   SEKRIT", "basic   <redacted>"),
+            (
+                r#"OAuth oauth_consumer_key="ck", oauth_token="SEKRIT", oauth_signature="SEKRIT%3D""#,
+                r#"OAuth oauth_consumer_key="ck", oauth_token="<redacted>", oauth_signature="<redacted>""#,
+            ),
+            (
+                "upload_id=SEKRIT&name=o; X-Goog-Signature=SEKRIT",
+                "upload_id=<redacted>&name=o; X-Goog-Signature=<redacted>",
+            ),
+            ("keyed=1 monkey=2 é=3 token=", "keyed=1 monkey=2 é=3 token="),
+            ("Forbidden", "Forbidden"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact(text), want, "{text}");
+            assert!(!redact(text).contains("SEKRIT"));
+        }
+        // Through the message extraction, JSON and plain text alike.
+        let body = br#"{"error":{"message":"No session https://s.example/u?upload_id=SEKRIT"}}"#;
+        assert_eq!(
+            server_message(body).as_deref(),
+            Some("No session https://s.example/u?<redacted>")
+        );
+        // Any text at all: no panic on multi-byte characters next to the delimiters.
+        for text in [
+            "é=é",
+            "=é",
+            "ü://",
+            "a://é?é",
+            "Bearer",
+            "x=\"",
+            "é\u{2028}=\"é",
+        ] {
+            let _ = redact(text);
         }
     }
 

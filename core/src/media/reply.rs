@@ -180,14 +180,7 @@ fn number(v: &Value) -> Option<u64> {
 
 /// Server text for an outcome or error: control characters removed, at most 200 characters.
 fn text(v: &Value) -> Option<String> {
-    let clean: String = v
-        .as_str()?
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_TEXT)
-        .collect();
-    let clean = clean.trim();
-    (!clean.is_empty()).then(|| clean.to_owned())
+    response::clean_text(v.as_str()?, MAX_TEXT)
 }
 
 #[cfg(test)]
