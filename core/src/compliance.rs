@@ -109,7 +109,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 use serde_json::Value;
 
 use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
@@ -976,7 +976,7 @@ impl ComplianceJob {
             if kind == Kind::Put && self.past_upload_expiry(response.headers()) {
                 return self.upload_url_expired();
             }
-            return self.fail(refusal(status, response.body()));
+            return self.fail(response::refusal(status, response.body()));
         }
         match kind {
             Kind::Create => self.on_created(now, &response),
@@ -1392,13 +1392,15 @@ fn read_job(response: &Response<Bytes>, rule: &'static str) -> Result<JobInfo, E
     let body = response.body();
     let data = response::json(body).and_then(|v| v.get("data").filter(|d| d.is_object()).cloned());
     let Some(data) = data else {
-        return Err(api_error(response.status(), body).unwrap_or_else(|| {
-            ProtocolViolation::MalformedResponse(match rule {
-                "C1" => "the job creation answer has no data object (C1)",
-                _ => "the job status answer has no data object (C3)",
-            })
-            .into()
-        }));
+        return Err(
+            response::api_error(response.status(), body).unwrap_or_else(|| {
+                ProtocolViolation::MalformedResponse(match rule {
+                    "C1" => "the job creation answer has no data object (C1)",
+                    _ => "the job status answer has no data object (C3)",
+                })
+                .into()
+            }),
+        );
     };
     parse_job(&data).map_err(Error::from)
 }
@@ -1465,46 +1467,6 @@ fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The error a refusing answer ends the flow with: [`Error::Api`] when the body has one of the
-/// API's error shapes (v2 RFC 7807 `{type,title,detail,status}`, `{"errors":[…]}`), else
-/// [`Error::Server`] for other 4xx/5xx bodies (GCS XML on `upload_url`, a proxy's page), and
-/// [`ProtocolViolation::UnexpectedStatus`] for 1xx and 3xx.
-fn refusal(status: StatusCode, body: &[u8]) -> Error {
-    if let Some(error) = api_error(status, body) {
-        return error;
-    }
-    if status.is_client_error() || status.is_server_error() {
-        Error::Server {
-            status,
-            message: response::server_message(body),
-        }
-    } else {
-        ProtocolViolation::UnexpectedStatus(status).into()
-    }
-}
-
-/// [`Error::Api`] when `body` has one of the API's error shapes (M5), whatever the status.
-fn api_error(status: StatusCode, body: &[u8]) -> Option<Error> {
-    let v = response::json(body)?;
-    let first = v.get("errors").and_then(|e| e.get(0));
-    let problem = v
-        .get("type")
-        .and_then(Value::as_str)
-        .filter(|t| t.len() <= MAX_TEXT && !t.chars().any(char::is_control))
-        .map(str::to_owned);
-    let shaped = first.is_some()
-        || v.get("error").is_some()
-        || problem.is_some()
-        || v.get("title").is_some()
-        || v.get("detail").is_some();
-    shaped.then(|| Error::Api {
-        status,
-        code: first.and_then(|e| e.get("code")).and_then(Value::as_i64),
-        problem,
-        message: response::server_message(body),
-    })
 }
 
 /// `scheme://authority/path` without a trailing slash.

@@ -555,7 +555,7 @@ impl GcsUpload {
                         retry::retry_after(response.headers()),
                     );
                 } else {
-                    self.finish(Err(final_error(status, response.body())));
+                    self.finish(Err(response::final_error(status, response.body())));
                 }
             }
             Kind::Cancel => {
@@ -573,7 +573,7 @@ impl GcsUpload {
                         retry::retry_after(response.headers()),
                     );
                 } else {
-                    self.finish(Err(final_error(status, response.body())));
+                    self.finish(Err(response::final_error(status, response.body())));
                 }
             }
             Kind::Query | Kind::Chunk { .. } => {
@@ -632,7 +632,7 @@ impl GcsUpload {
                 retry::retry_after(response.headers()),
             );
         }
-        self.finish(Err(final_error(status, response.body())))
+        self.finish(Err(response::final_error(status, response.body())))
     }
 
     /// Reads the persisted count from a 308 (G5): no `Range` means 0; the range must start at
@@ -1101,19 +1101,6 @@ fn effective_status(response: &Response<Bytes>) -> StatusCode {
         }
     }
     status
-}
-
-/// A status that ends the upload: the server refused (4xx/5xx), or answered with a status the
-/// protocol has no place for (1xx, other 2xx, 3xx other than 308).
-fn final_error(status: StatusCode, body: &[u8]) -> Error {
-    if status.is_client_error() || status.is_server_error() {
-        Error::Server {
-            status,
-            message: response::server_message(body),
-        }
-    } else {
-        ProtocolViolation::UnexpectedStatus(status).into()
-    }
 }
 
 fn parse_object(v: &serde_json::Value) -> ObjectResource {

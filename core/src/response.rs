@@ -1,9 +1,10 @@
 //! Reading parts of responses that every protocol needs: `Location`, the server's own error
 //! message, JSON bodies. Nothing here panics or trusts the server.
 
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, StatusCode, Uri};
+use serde_json::Value;
 
-use crate::error::ProtocolViolation;
+use crate::error::{Error, ProtocolViolation};
 
 /// Bodies larger than this are not parsed (drivers should cap what they read at about this).
 pub const MAX_PARSED_BODY: usize = 1 << 20;
@@ -77,6 +78,49 @@ pub fn server_message(body: &[u8]) -> Option<String> {
         }
     }?;
     clean_text(&raw, 200)
+}
+
+/// A status that ends an upload: the server refused (4xx/5xx), with its own message, or
+/// answered with a status the protocol has no place for (1xx, an unexpected 2xx or 3xx).
+pub(crate) fn final_error(status: StatusCode, body: &[u8]) -> Error {
+    if status.is_client_error() || status.is_server_error() {
+        Error::Server {
+            status,
+            message: server_message(body),
+        }
+    } else {
+        ProtocolViolation::UnexpectedStatus(status).into()
+    }
+}
+
+/// The error a refusing answer of the Twitter/X API ends a flow with (media M5, compliance):
+/// [`Error::Api`] when the body has one of the API's error shapes, else [`final_error`] (GCS
+/// XML on an upload URL, a proxy's page).
+pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> Error {
+    api_error(status, body).unwrap_or_else(|| final_error(status, body))
+}
+
+/// [`Error::Api`] when `body` has one of the Twitter/X API's error shapes, whatever the status
+/// (a 2xx may carry only `errors`): v1.1 `{"errors":[{code,message}]}` or `{"request","error"}`,
+/// v2 RFC 7807 `{type,title,detail,status}`.
+pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> Option<Error> {
+    let v = json(body)?;
+    let first = v.get("errors").and_then(|e| e.get(0));
+    let problem = v
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(|t| clean_text(t, 200));
+    let shaped = first.is_some()
+        || v.get("error").is_some()
+        || problem.is_some()
+        || v.get("title").is_some()
+        || v.get("detail").is_some();
+    shaped.then(|| Error::Api {
+        status,
+        code: first.and_then(|e| e.get("code")).and_then(Value::as_i64),
+        problem,
+        message: server_message(body),
+    })
 }
 
 /// Text from a server, made fit for an error: control characters removed, credentials
@@ -323,5 +367,32 @@ mod tests {
         }
         assert_eq!(server_message(b""), None);
         assert_eq!(server_message(b"\x00\x01"), None);
+    }
+
+    // M5 (media) and compliance: the API's error shapes become Error::Api, other refusals
+    // Error::Server, and statuses the protocol has no place for a violation.
+    #[test]
+    fn error_shapes_m5() {
+        let s = StatusCode::BAD_REQUEST;
+        let e = refusal(s, br#"{"errors":[{"code":324,"message":"Bad media"}]}"#);
+        assert_eq!(
+            e,
+            Error::Api {
+                status: s,
+                code: Some(324),
+                problem: None,
+                message: Some("Bad media".into())
+            }
+        );
+        let e = refusal(
+            s,
+            br#"{"request":"/1.1/media/upload.json","error":"Segments"}"#,
+        );
+        assert!(matches!(e, Error::Api { code: None, message: Some(m), .. } if m == "Segments"));
+        assert!(matches!(refusal(s, b"<html>"), Error::Server { .. }));
+        assert!(matches!(
+            refusal(StatusCode::FOUND, b""),
+            Error::Protocol(ProtocolViolation::UnexpectedStatus(_))
+        ));
     }
 }

@@ -701,7 +701,7 @@ impl TonUpload {
                         retry::retry_after(response.headers()),
                     );
                 } else {
-                    self.finish(Err(final_error(status, response.body())));
+                    self.finish(Err(response::final_error(status, response.body())));
                 }
             }
             Kind::Chunk(range) => {
@@ -828,7 +828,7 @@ impl TonUpload {
                 retry::retry_after(response.headers()),
             );
         }
-        self.finish(Err(final_error(status, response.body())))
+        self.finish(Err(response::final_error(status, response.body())))
     }
 
     /// Reads the persisted count from a 308 (T5): see "Reading `Range`" in the module docs.
@@ -1166,17 +1166,4 @@ fn parse_http_date(text: &str) -> Option<SystemTime> {
         .strip_suffix("UTC")
         .or_else(|| text.strip_suffix("+0000"))?;
     httpdate::parse_http_date(&format!("{stem}GMT")).ok()
-}
-
-/// A status that ends the upload: the server refused (a 4xx other than 408/429, or a 5xx the
-/// policy does not retry), or answered with a status the protocol has no place for.
-fn final_error(status: StatusCode, body: &[u8]) -> Error {
-    if status.is_client_error() || status.is_server_error() {
-        Error::Server {
-            status,
-            message: response::server_message(body),
-        }
-    } else {
-        ProtocolViolation::UnexpectedStatus(status).into()
-    }
 }

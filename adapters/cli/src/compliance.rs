@@ -21,7 +21,6 @@ use resumable_auth::{
     AnySigner, BEARER_TOKEN, CredentialKind, Credentials, EnvError, SignScope, Signer as _,
 };
 use resumable_blocking::{DriveError, Driver, Event, HookError, Source, UreqTransport};
-use resumable_core::chunk::{GCS_GRANULE, round_to_granule};
 use resumable_core::compliance::{
     CompletedJob, ComplianceConfig, ComplianceJob, ComplianceResumeState, DEFAULT_API_BASE,
     JobError, JobType, Phase, SavedPhase,
@@ -31,7 +30,7 @@ use resumable_core::{Error, Upload as _};
 use crate::Failure;
 use crate::output::Progress;
 use crate::run::{self, RunArgs, Saveable as _, open_input, parse_url, seed, usage};
-use crate::size::{human, parse_size};
+use crate::size::human;
 use crate::state;
 
 /// What the file's ids are (C1 `type`).
@@ -105,7 +104,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         ));
     }
     let (api_base, base_text) = api_base(&args.api_base)?;
-    let chunk = chunk_size(&args.chunk_size)?;
+    let chunk = crate::gcs::chunk_size(&args.chunk_size)?;
     let poll_deadline =
         parse_duration(&args.poll_deadline).map_err(|e| usage(format!("--poll-deadline: {e}")))?;
     let job_type = JobType::from(args.job_type);
@@ -726,17 +725,6 @@ fn api_base(text: &str) -> Result<(Uri, String), Failure> {
         .parse()
         .map_err(|_| usage("the API base is not a valid URL"))?;
     Ok((parsed, base))
-}
-
-fn chunk_size(text: &str) -> Result<u64, Failure> {
-    let size = parse_size(text).map_err(|e| usage(format!("--chunk-size: {e}")))?;
-    if size == 0 || size % GCS_GRANULE != 0 {
-        return Err(usage(format!(
-            "--chunk-size must be a multiple of 256 KiB (262144 bytes); nearest: {}",
-            human(round_to_granule(size, GCS_GRANULE))
-        )));
-    }
-    Ok(size)
 }
 
 /// `90m`, `2h`, `3600s`, or plain seconds.

@@ -62,7 +62,8 @@ fn content_type(args: &GcsArgs) -> Result<HeaderValue, Failure> {
     HeaderValue::from_str(&text).map_err(|_| usage("the content type is not valid"))
 }
 
-fn chunk_size(text: &str) -> Result<u64, Failure> {
+/// `--chunk-size` of a GCS upload (also the compliance upload's): a multiple of 256 KiB (G4).
+pub(crate) fn chunk_size(text: &str) -> Result<u64, Failure> {
     let size = parse_size(text).map_err(|e| usage(format!("--chunk-size: {e}")))?;
     if size == 0 || size % GCS_GRANULE != 0 {
         return Err(usage(format!(

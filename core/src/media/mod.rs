@@ -732,7 +732,7 @@ impl MediaUpload {
                 let after = reply::rate_limit_wait(response.headers());
                 return self.retry(now, kind, RetryCause::Status(status), after);
             }
-            return self.finish(Err(reply::refusal(status, response.body())));
+            return self.finish(Err(response::refusal(status, response.body())));
         }
         match kind {
             // M2: any 2xx, with any body or none, acknowledges the segment; never parse it.
@@ -751,7 +751,7 @@ impl MediaUpload {
         let body = response.body();
         let created = response::json(body).and_then(|v| reply::created(form, &v));
         let Some(created) = created else {
-            let error = reply::api_error(response.status(), body).unwrap_or(
+            let error = response::api_error(response.status(), body).unwrap_or(
                 ProtocolViolation::MalformedResponse(
                     "INIT answered without a usable media id (M1)",
                 )
@@ -784,7 +784,7 @@ impl MediaUpload {
         let body = response.body().clone();
         let parsed = response::json(&body);
         let Some(media) = parsed.as_ref().and_then(|v| reply::media_object(form, v)) else {
-            let error = reply::api_error(status, &body).unwrap_or(
+            let error = response::api_error(status, &body).unwrap_or(
                 ProtocolViolation::MalformedResponse("FINALIZE/STATUS answer is not media JSON")
                     .into(),
             );
@@ -795,7 +795,7 @@ impl MediaUpload {
         {
             // Not a description of the media: a 2xx carrying only `errors` is still an error
             // (M5), anything else breaks M3/M4.
-            let error = reply::api_error(status, &body).unwrap_or(
+            let error = response::api_error(status, &body).unwrap_or(
                 ProtocolViolation::MalformedResponse(
                     "FINALIZE/STATUS answer does not describe the media",
                 )

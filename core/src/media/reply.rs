@@ -2,11 +2,11 @@
 //! `processing_info` of FINALIZE and STATUS, and typed API errors. Nothing here panics or
 //! trusts the server: a missing or malformed field is a typed [`ProtocolViolation`].
 
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde_json::Value;
 
 use super::{ApiForm, ProcessingError, ProcessingInfo, ProcessingState};
-use crate::error::{Error, ProtocolViolation};
+use crate::error::ProtocolViolation;
 use crate::response;
 
 /// Media ids go in URL paths (v2) and form fields: at most this long, `[0-9A-Za-z_-]` only.
@@ -117,43 +117,6 @@ pub(crate) fn processing_info(media: &Value) -> Result<Option<ProcessingInfo>, P
     }))
 }
 
-/// The error a refusing answer ends the upload with (M5): [`Error::Api`] when the body has one
-/// of the API's error shapes (v1.1 `{"errors":[{code,message}]}` or `{"request","error"}`, v2
-/// RFC 7807 `{type,title,detail,status}`), else [`Error::Server`] for other 4xx/5xx bodies (a
-/// proxy's HTML page), and [`ProtocolViolation::UnexpectedStatus`] for 1xx and 3xx.
-pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> Error {
-    if let Some(error) = api_error(status, body) {
-        return error;
-    }
-    if status.is_client_error() || status.is_server_error() {
-        Error::Server {
-            status,
-            message: response::server_message(body),
-        }
-    } else {
-        ProtocolViolation::UnexpectedStatus(status).into()
-    }
-}
-
-/// [`Error::Api`] when `body` has one of the API's error shapes (M5), whatever the status (a
-/// 2xx may carry only `errors`).
-pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> Option<Error> {
-    let v = response::json(body)?;
-    let first = v.get("errors").and_then(|e| e.get(0));
-    let problem = v.get("type").and_then(text);
-    let shaped = first.is_some()
-        || v.get("error").is_some()
-        || problem.is_some()
-        || v.get("title").is_some()
-        || v.get("detail").is_some();
-    shaped.then(|| Error::Api {
-        status,
-        code: first.and_then(|e| e.get("code")).and_then(Value::as_i64),
-        problem,
-        message: response::server_message(body),
-    })
-}
-
 /// Seconds until Twitter's rate-limit window resets (M5): `x-rate-limit-reset` (epoch seconds)
 /// against the response's `Date`, or `Retry-After`, whichever is longer.
 pub(crate) fn rate_limit_wait(headers: &HeaderMap) -> Option<std::time::Duration> {
@@ -222,30 +185,5 @@ mod tests {
         assert!(processing_info(&json(r#"{"processing_info":{"state":"odd"}}"#)).is_err());
         assert!(processing_info(&json(r#"{"processing_info":3}"#)).is_err());
         assert_eq!(processing_info(&json("{}")), Ok(None));
-    }
-
-    #[test]
-    fn error_shapes_m5() {
-        let s = StatusCode::BAD_REQUEST;
-        let e = refusal(s, br#"{"errors":[{"code":324,"message":"Bad media"}]}"#);
-        assert_eq!(
-            e,
-            Error::Api {
-                status: s,
-                code: Some(324),
-                problem: None,
-                message: Some("Bad media".into())
-            }
-        );
-        let e = refusal(
-            s,
-            br#"{"request":"/1.1/media/upload.json","error":"Segments"}"#,
-        );
-        assert!(matches!(e, Error::Api { code: None, message: Some(m), .. } if m == "Segments"));
-        assert!(matches!(refusal(s, b"<html>"), Error::Server { .. }));
-        assert!(matches!(
-            refusal(StatusCode::FOUND, b""),
-            Error::Protocol(ProtocolViolation::UnexpectedStatus(_))
-        ));
     }
 }
