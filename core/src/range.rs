@@ -34,11 +34,16 @@ pub fn content_range(range: Range<u64>, total: Option<u64>) -> HeaderValue {
 /// stack so the value itself is the only allocation.
 pub fn decimal(n: u64) -> HeaderValue {
     let mut buf = [0u8; 20];
+    HeaderValue::from_bytes(digits(n, &mut buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `n` in decimal, written into `buf` (no allocation); the digits are the returned slice.
+pub(crate) fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut out = &mut buf[..];
     // u64::MAX has 20 digits: this cannot fail.
     let _ = write!(out, "{n}");
     let len = 20 - out.len();
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    &buf[..len]
 }
 
 /// How a server's `Range` header may be written.

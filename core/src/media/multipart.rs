@@ -37,9 +37,6 @@ pub(crate) struct Framing {
 /// numbers, which cannot hold eight different 42-character candidates.
 const BOUNDARY_CANDIDATES: u64 = 8;
 
-/// The longest `segment_index` in decimal (`u32::MAX`).
-const MAX_INDEX_DIGITS: usize = 10;
-
 impl Framing {
     /// The framing of an APPEND: the text `fields` in order, then `segment_index`, then the
     /// `media` part with the segment's bytes. `None` only when no candidate boundary stays out
@@ -74,12 +71,8 @@ impl Framing {
     /// header. One allocation, of exactly its length (`Bytes` keeps an exact `Vec` as it is;
     /// spare capacity would cost a second allocation).
     pub(crate) fn prefix(&self, index: u32) -> Bytes {
-        let mut digits = [0u8; MAX_INDEX_DIGITS];
-        let mut rest = &mut digits[..];
-        // Ten bytes hold any u32: this cannot fail.
-        let _ = std::io::Write::write_fmt(&mut rest, format_args!("{index}"));
-        let len = MAX_INDEX_DIGITS - rest.len();
-        let digits = &digits[..len];
+        let mut buf = [0u8; 20];
+        let digits = crate::range::digits(u64::from(index), &mut buf);
         let mut prefix = Vec::with_capacity(self.head.len() + digits.len() + self.tail.len());
         prefix.extend_from_slice(&self.head);
         prefix.extend_from_slice(digits);
