@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use resumable_conformance::ServerConfig;
+use resumable_server::ServerConfig;
 
 const BEARER: (&str, &str) = ("Authorization", "Bearer app-token");
 
-fn create(server: &resumable_conformance::Server, body: &str) -> Resp {
+fn create(server: &resumable_server::Server, body: &str) -> Resp {
     send(
         server.addr(),
         "POST",
@@ -18,7 +18,7 @@ fn create(server: &resumable_conformance::Server, body: &str) -> Resp {
     .unwrap()
 }
 
-fn poll(server: &resumable_conformance::Server, id: &str) -> String {
+fn poll(server: &resumable_server::Server, id: &str) -> String {
     let r = send(
         server.addr(),
         "GET",

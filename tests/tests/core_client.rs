@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use resumable_conformance::{FaultScript, Server, ServerConfig};
+use resumable_server::{FaultScript, Server, ServerConfig};
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
 use resumable_core::{Action, Error, ProtocolViolation, RetryPolicy, Upload};
@@ -165,7 +165,7 @@ fn no_308_mode_works_end_to_end() {
     let overridden = server
         .request_log()
         .iter()
-        .filter(|e| e.status == Some(200) && e.kind == resumable_conformance::RequestKind::GcsChunk)
+        .filter(|e| e.status == Some(200) && e.kind == resumable_server::RequestKind::GcsChunk)
         .count();
     assert_eq!(overridden, 5);
 }

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
-use resumable_conformance::{FaultScript, ServerConfig};
+use resumable_server::{FaultScript, ServerConfig};
 
-fn scripted(spec: &str) -> resumable_conformance::Server {
+fn scripted(spec: &str) -> resumable_server::Server {
     server_with(ServerConfig {
         faults: FaultScript::parse(spec).unwrap(),
         ..ServerConfig::default()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use md5::Digest as _;
-use resumable_conformance::{GcsApi, ServerConfig};
+use resumable_server::{GcsApi, ServerConfig};
 use resumable_core::checksum;
 
 fn crc(bytes: &[u8]) -> u32 {
@@ -965,7 +965,7 @@ fn inspection_reports_the_stored_prefix_and_the_request_log() {
     assert_eq!(log[1].content_range.as_deref(), Some("bytes 0-262143/*"));
     assert_eq!(log[1].status, Some(308));
     assert_eq!(log[1].body_bytes, KIB256 as u64);
-    assert_eq!(log[1].kind, resumable_conformance::RequestKind::GcsChunk);
+    assert_eq!(log[1].kind, resumable_server::RequestKind::GcsChunk);
     server.clear_request_log();
     assert!(server.request_log().is_empty());
     assert_eq!(server.sessions().len(), 1);

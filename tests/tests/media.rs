@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use resumable_conformance::{RequestKind, Server, ServerConfig};
+use resumable_server::{RequestKind, Server, ServerConfig};
 use resumable_core::Error;
 use resumable_core::media::{
     ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaUpload, ProcessingState,
@@ -1115,7 +1115,7 @@ fn every_recoverable_fault_ends_byte_identical() {
     ];
     for (spec, category, appends) in cases {
         let server = server_with(ServerConfig {
-            faults: resumable_conformance::FaultScript::parse(spec).unwrap(),
+            faults: resumable_server::FaultScript::parse(spec).unwrap(),
             ..quick_processing()
         });
         for api in apis(&server) {
@@ -1143,7 +1143,7 @@ fn unrecoverable_faults_end_with_the_typed_error() {
     let src = data(SIZE);
     let run = |spec: &str, api_v2: bool, category: Option<&str>| {
         let server = server_with(ServerConfig {
-            faults: resumable_conformance::FaultScript::parse(spec).unwrap(),
+            faults: resumable_server::FaultScript::parse(spec).unwrap(),
             ..quick_processing()
         });
         let api = apis(&server)[usize::from(api_v2)].clone();

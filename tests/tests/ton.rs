@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use resumable_conformance::{RequestKind, Server, ServerConfig, TonRangeForm};
+use resumable_server::{RequestKind, Server, ServerConfig, TonRangeForm};
 use resumable_core::ton::{TonCompletion, TonConfig, TonStart, TonUpload};
 use resumable_core::{Action, Error, ProtocolViolation, Upload};
 

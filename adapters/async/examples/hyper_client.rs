@@ -36,7 +36,7 @@ async fn send(request: http::Request<RequestBody>) -> Exchange {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = resumable_conformance::Server::start(Default::default())?;
+    let server = resumable_server::Server::start(Default::default())?;
     let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
     let mut config = GcsConfig::new(Some(data.len() as u64));
     config.chunk_size = 1 << 20;

@@ -18,7 +18,7 @@ use resumable_async::{
     DriveError, Driver, Event, RequestBody, ReqwestOptions, ReqwestTransport, SeekableSource,
     TokioTimer, Transport,
 };
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 use resumable_core::checksum::crc32c_base64;
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 use resumable_core::{RetryPolicy, TransportFailure};

@@ -66,7 +66,7 @@ fn dropping_the_future_mid_chunk_then_resuming_from_the_saved_state() {
 #[test]
 fn a_smol_file_is_a_seekable_source() {
     use resumable_async::{Driver, SeekableSource};
-    use resumable_conformance::{Server, ServerConfig};
+    use resumable_server::{Server, ServerConfig};
     use resumable_core::gcs::GcsUpload;
 
     smol::block_on(async {

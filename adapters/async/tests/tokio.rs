@@ -11,7 +11,7 @@ use common::*;
 use resumable_async::{
     Driver, Event, ReqwestOptions, ReqwestTransport, SeekableSource, StreamSource, TokioTimer,
 };
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 use resumable_core::gcs::{GcsUpload, ResumeState, Start};
 
 fn transport() -> ReqwestTransport {

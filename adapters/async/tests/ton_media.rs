@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::io::Cursor;
 use http::HeaderValue;
 use resumable_async::{Driver, ReqwestTransport, SeekableSource, TokioTimer};
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 use resumable_core::RetryPolicy;
 use resumable_core::media::{ApiVersion, MediaConfig, MediaUpload, ProcessingState};
 use resumable_core::ton::{TonConfig, TonStart, TonUpload};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use resumable_blocking::{Clock, DriveError, Driver, SeekableSource, UreqTransport};
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 use resumable_core::{Error, ProtocolViolation, RetryCause};
 
@@ -152,7 +152,7 @@ fn fault_applied(server: &Server, object: &str) -> bool {
 #[test]
 fn a_failed_start_is_retried() {
     let config = ServerConfig {
-        faults: resumable_conformance::FaultScript::parse("gcs.start#1=status:503,retry-after:1")
+        faults: resumable_server::FaultScript::parse("gcs.start#1=status:503,retry-after:1")
             .unwrap(),
         ..ServerConfig::default()
     };

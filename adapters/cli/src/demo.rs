@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use http::{HeaderMap, HeaderValue};
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 use resumable_core::media::ProcessingState;
 
 use crate::Failure;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use resumable_conformance::{FaultScript, Server, ServerConfig};
+use resumable_server::{FaultScript, Server, ServerConfig};
 
 use crate::Failure;
 
@@ -17,7 +17,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// A fault script, e.g. 'gcs.chunk#2=drop-after:1MiB; gcs.chunk#4=status:503x2'
-    /// (the grammar is in the resumable-conformance crate's `fault` module docs).
+    /// (the grammar is in the resumable-server crate's `fault` module docs).
     #[arg(long, value_name = "SPEC")]
     faults: Option<String>,
     /// Do not compute MD5 of uploads (faster; objects then report no md5Hash).

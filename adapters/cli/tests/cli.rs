@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resumable");
 const MIB: usize = 1 << 20;

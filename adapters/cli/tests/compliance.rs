@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use resumable_conformance::{FaultScript, RequestKind, Server, ServerConfig};
+use resumable_server::{FaultScript, RequestKind, Server, ServerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resumable");
 const TOKEN: &str = "app-only-SECRET-bearer-42";

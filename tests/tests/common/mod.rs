@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 
 /// A response as read off the wire.
 #[derive(Debug)]
@@ -325,7 +325,7 @@ pub fn fast_retries() -> resumable_core::RetryPolicy {
 /// A server with a fault script.
 pub fn scripted(spec: &str) -> Server {
     server_with(ServerConfig {
-        faults: resumable_conformance::FaultScript::parse(spec).unwrap(),
+        faults: resumable_server::FaultScript::parse(spec).unwrap(),
         ..ServerConfig::default()
     })
 }

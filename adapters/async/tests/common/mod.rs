@@ -16,7 +16,7 @@ use resumable_async::{
     DriveError, Driver, Event, Exchange, Progress, RequestBody, SeekableSource, SourceError,
     StreamSource, Timer, Transport,
 };
-use resumable_conformance::{LogEntry, RequestKind, Server, ServerConfig};
+use resumable_server::{LogEntry, RequestKind, Server, ServerConfig};
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Stats};
 use resumable_core::{Error, ProtocolViolation, RetryPolicy, TransportFailure};

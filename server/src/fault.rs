@@ -119,7 +119,7 @@
 //! # Examples
 //!
 //! ```
-//! use resumable_conformance::FaultScript;
+//! use resumable_server::FaultScript;
 //!
 //! // The second chunk is cut after 100000 bytes; the fourth is answered 503 twice.
 //! let script = FaultScript::parse(

@@ -1,7 +1,7 @@
 //! Measures how fast the conformance server accepts a GCS resumable upload over loopback.
 //!
 //! ```text
-//! cargo run --release -p resumable-conformance --example throughput -- [TOTAL_MIB] [CHUNK_MIB]
+//! cargo run --release -p resumable-server --example throughput -- [TOTAL_MIB] [CHUNK_MIB]
 //! ```
 //!
 //! A raw keep-alive client (one connection, no per-byte work: the same buffer is sent again
@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use resumable_conformance::{Server, ServerConfig};
+use resumable_server::{Server, ServerConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);
