@@ -195,11 +195,19 @@ pub enum Action<T> {
 /// Why no complete HTTP response arrived for a request.
 ///
 /// The driver classifies its transport errors into these; all of them may mean the server
-/// stored some, all or none of the body, so the core follows each with a status query.
+/// stored some, all or none of the body, so the core follows each with a status query. Two
+/// of them will not go away by waiting ([`TransportFailure::is_lasting`]): the core retries
+/// those once, then gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportFailure {
-    /// The connection could not be established (DNS, refused, TLS handshake).
+    /// The host name could not be resolved (DNS): a typo in the URL does not mend itself.
+    Resolve,
+    /// The server refused the connection (nothing listens on the port).
+    Refused,
+    /// The TLS handshake failed: for example, the server's certificate is not trusted.
+    Tls,
+    /// The connection could not be established for another reason (unreachable network…).
     Connect,
     /// The connection was reset or closed while sending the request or before a response.
     Reset,
@@ -211,15 +219,55 @@ pub enum TransportFailure {
     Other,
 }
 
+impl TransportFailure {
+    /// Whether the failure will not go away by waiting (an unresolvable name, an untrusted
+    /// certificate): the core retries it at most once, soon, and then ends the upload with
+    /// [`crate::Error::Transport`].
+    pub fn is_lasting(self) -> bool {
+        matches!(self, TransportFailure::Resolve | TransportFailure::Tls)
+    }
+}
+
 impl fmt::Display for TransportFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TransportFailure::Connect => "could not connect",
-            TransportFailure::Reset => "connection reset",
-            TransportFailure::Timeout => "timed out",
-            TransportFailure::TruncatedResponse => "truncated response",
-            TransportFailure::Other => "transport error",
-        })
+        TransportDisplay(*self, None).fmt(f)
+    }
+}
+
+/// A transport failure in words, naming the server when it is known.
+pub(crate) struct TransportDisplay<'a>(
+    pub(crate) TransportFailure,
+    pub(crate) Option<&'a crate::error::Endpoint>,
+);
+
+impl fmt::Display for TransportDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(endpoint) = self.1 else {
+            return f.write_str(match self.0 {
+                TransportFailure::Resolve => "could not resolve the host name",
+                TransportFailure::Refused => "connection refused",
+                TransportFailure::Tls => "TLS handshake failed (certificate not trusted?)",
+                TransportFailure::Connect => "could not connect",
+                TransportFailure::Reset => "connection reset",
+                TransportFailure::Timeout => "timed out",
+                TransportFailure::TruncatedResponse => "truncated response",
+                TransportFailure::Other => "transport error",
+            });
+        };
+        let host = &endpoint.host;
+        match self.0 {
+            TransportFailure::Resolve => write!(f, "could not resolve host {host}"),
+            TransportFailure::Refused => write!(f, "connection refused by {endpoint}"),
+            TransportFailure::Tls => write!(
+                f,
+                "TLS handshake with {host} failed (certificate not trusted?)"
+            ),
+            TransportFailure::Connect => write!(f, "could not connect to {endpoint}"),
+            TransportFailure::Reset => write!(f, "connection to {host} reset"),
+            TransportFailure::Timeout => write!(f, "timed out waiting for {host}"),
+            TransportFailure::TruncatedResponse => write!(f, "truncated response from {host}"),
+            TransportFailure::Other => write!(f, "transport error talking to {host}"),
+        }
     }
 }
 
@@ -236,10 +284,17 @@ pub trait Upload {
     /// The next thing to do, given the current time. Never blocks, never panics.
     fn poll_action(&mut self, now: Instant) -> Action<Self::Output>;
 
-    /// Source bytes the server has acknowledged holding, from the start: they are never
-    /// asked for or sent again, and the count never decreases. For progress display, and so a
-    /// driver of a non-seekable source knows what it may drop.
+    /// Source bytes the server has acknowledged holding, from the start: they are never sent
+    /// again, and the count never decreases. For progress display. (A resumed upload may
+    /// still ask to read bytes below it, to check them: see [`Upload::retained_from`].)
     fn persisted(&self) -> u64;
+
+    /// The lowest source offset the upload may still ask to read or send: a driver of a
+    /// non-seekable source may drop every byte below it. It never decreases, and is at most
+    /// [`Upload::persisted`]; by default it is that.
+    fn retained_from(&self) -> u64 {
+        self.persisted()
+    }
 
     /// Hand in source bytes asked for by an [`Action::Read`]: a non-empty prefix of the range,
     /// starting at `offset == range.start`; or an empty slice to say the source ends at
@@ -263,6 +318,13 @@ pub trait Upload {
     fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
         let _ = (id, offset, bytes);
         Ok(())
+    }
+
+    /// The last retry the upload scheduled (what failed, the wait, the attempt count), so a
+    /// driver can show every retry when the [`Action::Wait`] it causes begins (its `until`
+    /// equals the retry's). `None` before the first.
+    fn last_retry(&self) -> Option<&crate::retry::Retrying> {
+        None
     }
 
     /// Hand in the complete response to the request `id` (any status).

@@ -70,7 +70,8 @@
 //! use resumable_core::{Action, Upload};
 //!
 //! let ids = b"1460323737035677698\n1293593516040269825\n".to_vec();
-//! let config = ComplianceConfig::new(JobType::Tweets, Some(ids.len() as u64));
+//! let mut config = ComplianceConfig::new(JobType::Tweets, Some(ids.len() as u64));
+//! config.resumable = false; // one PUT of the whole file to upload_url (C2)
 //! let mut job = ComplianceJob::new(config).unwrap();
 //! let data = r#"{"data":{"id":"1425543269983784962","type":"tweets","status":"STATUS",
 //!   "resumable":false,"upload_url":"https://storage.example/up?X-Goog-Signature=a",
@@ -118,7 +119,7 @@ use crate::chunk::{ChunkSize, GCS_GRANULE};
 use crate::error::{Error, ProtocolViolation, RetryCause, UsageError};
 use crate::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
 use crate::response;
-use crate::retry::{self, Backoff, RetryPolicy};
+use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, check_absolute_http};
 
 /// The X API's address; `POST /2/compliance/jobs` and `GET /2/compliance/jobs/{id}` go below
@@ -325,7 +326,9 @@ pub struct JobInfo {
     pub name: Option<String>,
     /// `status`, as of the latest answer.
     pub status: JobStatus,
-    /// `resumable`: the upload URL takes a resumable upload (G1) rather than one `PUT`.
+    /// Whether the upload is resumable (G1) rather than one `PUT`: what was asked for at
+    /// creation ([`ComplianceConfig::resumable`]), which the upload follows whatever the
+    /// answer's own `resumable` said (C2).
     pub resumable: bool,
     /// `upload_url` (redacted in `Debug`).
     pub upload_url: CapabilityUrl,
@@ -501,8 +504,8 @@ pub struct ComplianceConfig {
     pub job_type: JobType,
     /// `name` (C1), at most [`MAX_NAME_LEN`] characters without control characters.
     pub name: Option<String>,
-    /// Ask for a resumable upload URL (`resumable`, C1). Default true. Whether the upload is
-    /// resumable is the answer's `resumable`, whatever was asked.
+    /// Ask for a resumable upload URL (`resumable`, C1). Default true. The upload follows what
+    /// was asked, whatever the answer's `resumable` says (C2).
     pub resumable: bool,
     /// The file's size; `None` for a stream (a one-`PUT` job then fails: its body must have a
     /// known length).
@@ -954,10 +957,28 @@ impl ComplianceJob {
         matches!((date_unix(headers), expires), (Some(d), Some(e)) if d >= e)
     }
 
+    /// What the request `kind` was, for retry reports and errors.
+    fn attempt(&self, kind: Kind) -> Attempt {
+        match kind {
+            Kind::Create => Attempt::new(&self.jobs_uri, None),
+            Kind::Put => match &self.job {
+                Some(job) => {
+                    Attempt::new(job.upload_url.expose(), Some(0..self.total.unwrap_or(0)))
+                }
+                None => Attempt::default(),
+            },
+            Kind::Poll => match &self.status_uri {
+                Some(uri) => Attempt::new(uri, None),
+                None => Attempt::default(),
+            },
+        }
+    }
+
     /// Schedules the same request again after a retryable failure, or ends the flow when the
     /// retry budget is spent.
-    fn retry(&mut self, now: Instant, cause: RetryCause, after: Option<Duration>) {
-        match self.backoff.failure(now, cause, after) {
+    fn retry(&mut self, now: Instant, kind: Kind, cause: RetryCause, after: Option<Duration>) {
+        let attempt = self.attempt(kind);
+        match self.backoff.failure(now, cause, after, attempt) {
             Ok(until) => self.wait_until = Some(until),
             Err(e) => self.fail(e),
         }
@@ -971,7 +992,7 @@ impl ComplianceJob {
                 // Retry-After.
                 let headers = response.headers();
                 let after = retry::rate_limit_reset(headers).max(retry::retry_after(headers));
-                return self.retry(now, RetryCause::Status(status), after);
+                return self.retry(now, kind, RetryCause::Status(status), after);
             }
             if kind == Kind::Put && self.past_upload_expiry(response.headers()) {
                 return self.upload_url_expired();
@@ -991,7 +1012,7 @@ impl ComplianceJob {
 
     /// The create answer (C1): adopt the job, then start its upload (C2).
     fn on_created(&mut self, now: Instant, response: &Response<Bytes>) {
-        let job = match read_job(response, "C1") {
+        let job = match read_job(response) {
             Ok(job) => job,
             Err(e) => return self.fail(e),
         };
@@ -1017,6 +1038,11 @@ impl ComplianceJob {
         }
         self.backoff.progress();
         self.status_uri = Some(status_uri);
+        // C2: the upload follows what was asked, whatever the answer's `resumable` says (an
+        // answer may say `false` to a job created resumable, and its upload_url still takes a
+        // resumable start).
+        let mut job = job;
+        job.resumable = self.resumable;
         let stage = if job.resumable {
             match GcsUpload::new(xml_start(&job), self.gcs_config.clone()) {
                 Ok(upload) => Stage::Gcs(Box::new(upload)),
@@ -1038,22 +1064,19 @@ impl ComplianceJob {
         self.stage = stage;
     }
 
-    /// A status answer (C3).
+    /// A status answer (C3). Only what polling needs must be there: the job's id and status
+    /// (and a download URL once complete, unless the creation answer gave one); fields the
+    /// answer leaves out keep what the creation answer said.
     fn on_status(&mut self, now: Instant, response: &Response<Bytes>) {
-        let job = match read_job(response, "C3") {
-            Ok(job) => job,
-            Err(e) => return self.fail(e),
-        };
         let Some(known) = self.job.as_ref() else {
             return self.fail(ProtocolViolation::MalformedResponse(
                 "a status answer arrived before the job existed",
             ));
         };
-        if job.id != known.id || job.job_type != known.job_type {
-            return self.fail(ProtocolViolation::MalformedResponse(
-                "the status answer describes another job (C3)",
-            ));
-        }
+        let job = match read_status(response, known) {
+            Ok(job) => job,
+            Err(e) => return self.fail(e),
+        };
         self.polls = self.polls.saturating_add(1);
         self.backoff.progress();
         let status = job.status;
@@ -1208,6 +1231,20 @@ impl Upload for ComplianceJob {
     /// The job's verdict (see the module docs): `Ok` once `complete`, else a [`JobError`].
     type Output = CompletedJob;
 
+    /// The last retry of the job's own requests or of its upload: what failed, the wait, the
+    /// attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        let own = self.backoff.last_retry();
+        let inner = match &self.stage {
+            Stage::Gcs(upload) => upload.last_retry(),
+            _ => None,
+        };
+        match (own, inner) {
+            (Some(a), Some(b)) => Some(if a.until >= b.until { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Bytes of ids the server has acknowledged: the inner upload's count while it runs, the
     /// whole file once the upload is done.
     fn persisted(&self) -> u64 {
@@ -1357,15 +1394,16 @@ impl Upload for ComplianceJob {
             }
         }
         match self.in_flight {
-            Some((current, _)) if current == id => {
+            Some((current, kind)) if current == id => {
                 self.in_flight = None;
                 if !self.backoff.policy().retry_transport {
-                    self.fail(Error::Transport(failure));
+                    let endpoint = self.attempt(kind).endpoint;
+                    self.fail(Error::Transport { failure, endpoint });
                     return Ok(());
                 }
                 // The request may or may not have arrived: send it again as it was (a retried
                 // create may leave an orphaned job, never a wrong one).
-                self.retry(now, RetryCause::Transport(failure), None);
+                self.retry(now, kind, RetryCause::Transport(failure), None);
                 Ok(())
             }
             _ => Err(UsageError::UnknownRequest(id.0)),
@@ -1388,21 +1426,65 @@ fn grow(interval: Duration) -> Duration {
 
 /// Reads a job answer (C1, C3): a 2xx whose body is `{"data":{…}}`. A 2xx carrying only
 /// `errors` is an API error.
-fn read_job(response: &Response<Bytes>, rule: &'static str) -> Result<JobInfo, Error> {
+fn read_job(response: &Response<Bytes>) -> Result<JobInfo, Error> {
     let body = response.body();
     let data = response::json(body).and_then(|v| v.get("data").filter(|d| d.is_object()).cloned());
     let Some(data) = data else {
         return Err(
             response::api_error(response.status(), body).unwrap_or_else(|| {
-                ProtocolViolation::MalformedResponse(match rule {
-                    "C1" => "the job creation answer has no data object (C1)",
-                    _ => "the job status answer has no data object (C3)",
-                })
+                ProtocolViolation::MalformedResponse(
+                    "the job creation answer has no data object (C1)",
+                )
                 .into()
             }),
         );
     };
     parse_job(&data).map_err(Error::from)
+}
+
+/// Reads a status answer (C3) over what is `known` of the job: `id` and `status` must be
+/// there; `type`, `download_url` and the timestamps replace what is known when present and
+/// well formed; an answer about another job is a violation.
+fn read_status(response: &Response<Bytes>, known: &JobInfo) -> Result<JobInfo, Error> {
+    let body = response.body();
+    let data = response::json(body).and_then(|v| v.get("data").filter(|d| d.is_object()).cloned());
+    let Some(data) = data else {
+        return Err(
+            response::api_error(response.status(), body).unwrap_or_else(|| {
+                ProtocolViolation::MalformedResponse(
+                    "the job status answer has no data object (C3)",
+                )
+                .into()
+            }),
+        );
+    };
+    let text = |key: &str| data.get(key).and_then(Value::as_str);
+    let missing = ProtocolViolation::MalformedResponse;
+    let id = text("id").ok_or(missing("the job status answer has no id (C3)"))?;
+    let status = text("status")
+        .and_then(JobStatus::parse)
+        .ok_or(missing("the job status answer has no known status (C3)"))?;
+    let job_type = match text("type") {
+        Some(t) => JobType::parse(t).ok_or(missing("the job has no known type"))?,
+        None => known.job_type,
+    };
+    if id != known.id || job_type != known.job_type {
+        return Err(missing("the status answer describes another job (C3)").into());
+    }
+    let mut job = known.clone();
+    job.status = status;
+    if let Some(url) = text("download_url").and_then(|u| CapabilityUrl::parse(u).ok()) {
+        job.download_url = url;
+    }
+    let stamp = |key: &str| {
+        text(key)
+            .filter(|t| t.len() <= MAX_TEXT && !t.chars().any(char::is_control))
+            .map(str::to_owned)
+    };
+    if let Some(at) = stamp("download_expires_at") {
+        job.download_expires_at = at;
+    }
+    Ok(job)
 }
 
 /// The `data` object of a job answer. Every field the API marks required must be there.

@@ -32,16 +32,44 @@ pub enum Error {
     /// The server's answer breaks the protocol; continuing could lose or corrupt data.
     #[error("protocol violation by the server: {0}")]
     Protocol(#[from] ProtocolViolation),
-    /// The transport failed and the retry policy does not retry such failures.
-    #[error("transport failure: {0}")]
-    Transport(TransportFailure),
+    /// The transport failed in a way that retrying will not mend (a name that does not
+    /// resolve, a certificate that is not trusted, after one retry), or the retry policy does
+    /// not retry transport failures.
+    #[error("{}", crate::action::TransportDisplay(*.failure, .endpoint.as_ref()))]
+    Transport {
+        /// How the transport failed.
+        failure: TransportFailure,
+        /// The server the failed request went to, when it had an address.
+        endpoint: Option<Endpoint>,
+    },
     /// Retryable failures went on until the retry budget or deadline ran out.
-    #[error("gave up after {attempts} failed attempts: last failure: {last}")]
+    #[error("gave up after {attempts} failed attempts; the last: {}", RetryCauseDisplay(.last, .endpoint.as_ref()))]
     RetriesExhausted {
         /// How many consecutive attempts failed.
         attempts: u32,
         /// The last failure seen.
         last: RetryCause,
+        /// The server the last failed request went to, when it had an address.
+        endpoint: Option<Endpoint>,
+    },
+    /// The server asked to wait (`Retry-After`, or a rate-limit reset) longer than the retry
+    /// deadline allows ([`crate::RetryPolicy::retry_deadline`]): the upload stops rather than
+    /// wait past it. It can be resumed later, or retried with a longer deadline.
+    #[error(
+        "the server asked to wait {} ({}), longer than the retry deadline of {} allows",
+        crate::retry::Wait(*.wait),
+        RetryCauseDisplay(.last, .endpoint.as_ref()),
+        crate::retry::Wait(*.deadline)
+    )]
+    WaitBeyondDeadline {
+        /// How long the server asked to wait.
+        wait: std::time::Duration,
+        /// The retry deadline in force.
+        deadline: std::time::Duration,
+        /// The failure that came with the request to wait.
+        last: RetryCause,
+        /// The server that asked, when it had an address.
+        endpoint: Option<Endpoint>,
     },
     /// The upload session no longer exists (404/410): the upload must start over (G9).
     #[error("the upload session is gone ({status}); the upload must start again")]
@@ -110,7 +138,9 @@ pub enum Error {
     },
     /// The media id reached its `expires_after_secs` before the upload finished (M5): the
     /// upload must start again with a new INIT.
-    #[error("the media id expired ({after_secs} s after INIT); the upload must start again")]
+    #[error(
+        "the media id expired ({after_secs} s after the answer that last set its deadline); the upload must start again"
+    )]
     MediaExpired {
         /// The `expires_after_secs` INIT's answer gave.
         after_secs: u64,
@@ -144,9 +174,59 @@ impl Error {
     /// [`crate::gcs::ResumeState`]) after this error: true for network trouble and retry
     /// exhaustion, false when the session is gone, cancelled, or the data is in question.
     pub fn is_resumable(&self) -> bool {
-        matches!(self, Error::Transport(_) | Error::RetriesExhausted { .. })
-            || matches!(self, Error::Server { status, .. } if status.is_server_error())
+        matches!(
+            self,
+            Error::Transport { .. }
+                | Error::RetriesExhausted { .. }
+                | Error::WaitBeyondDeadline { .. }
+        ) || matches!(self, Error::Server { status, .. } if status.is_server_error())
             || matches!(self, Error::Compliance(e) if e.is_resumable())
+    }
+}
+
+/// The server a request went to: its host and port (the scheme's default when the URL has
+/// none). Host names are not secrets; a URL's path, query and user information never appear.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The host name or address.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// The endpoint of an absolute http(s) URI; `None` for a URI without a host.
+    pub fn of(uri: &http::Uri) -> Option<Endpoint> {
+        let host = uri.host()?;
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        Some(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A [`RetryCause`] with the server it came from, in words.
+pub(crate) struct RetryCauseDisplay<'a>(pub(crate) &'a RetryCause, pub(crate) Option<&'a Endpoint>);
+
+impl fmt::Display for RetryCauseDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (RetryCause::Transport(t), endpoint) => {
+                crate::action::TransportDisplay(*t, endpoint).fmt(f)
+            }
+            (RetryCause::Status(s), Some(e)) => write!(f, "HTTP {s} from {}", e.host),
+            (cause, _) => cause.fmt(f),
+        }
     }
 }
 
@@ -203,6 +283,16 @@ pub enum UsageError {
         ended_at: u64,
         /// The size the upload was told.
         declared: u64,
+    },
+    /// The source differs from the one an interrupted upload was sending: its first
+    /// `checked` bytes do not have the checksum the saved resume state recorded. Nothing was
+    /// sent; the session is untouched and can still be resumed with the original source.
+    #[error(
+        "the input differs from the interrupted upload's: its first {checked} bytes are not the bytes already uploaded"
+    )]
+    SourceChanged {
+        /// How many bytes from the start were compared.
+        checked: u64,
     },
     /// Input was handed in after the upload ended.
     #[error("the upload is already over")]
@@ -326,4 +416,15 @@ pub enum IntegrityError {
     /// The server's MD5 differs from the one computed over the source.
     #[error("MD5 mismatch")]
     Md5,
+    /// The server says the upload is complete, but its answer carries no checksum to compare
+    /// with the source, and the server holds bytes this upload cannot vouch for (a session
+    /// whose history it did not see, or bytes sent by an earlier run that were not checked):
+    /// the stored object may differ from the source (G7).
+    #[error(
+        "the server reports a complete object of {size} bytes, but gives no checksum to compare with the source, and part of it was not uploaded by this run; the stored object may differ from the source"
+    )]
+    Unproven {
+        /// The size of the object the server reports (or the source's size).
+        size: u64,
+    },
 }

@@ -34,9 +34,10 @@ use crate::action::{Action, Body, Read, RequestId, Send, TransportFailure, Uploa
 use crate::checksum::{self, Checksums, Hasher};
 use crate::chunk::{ChunkSize, GCS_GRANULE};
 use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
+use crate::range::parse_decimal;
 use crate::range::{RangeForm, content_range, parse_range};
 use crate::response;
-use crate::retry::{self, Backoff, RetryPolicy};
+use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
 use crate::secret::{SessionUri, check_absolute_http};
 
 const X_GOOG_RESUMABLE: HeaderName = HeaderName::from_static("x-goog-resumable");
@@ -45,6 +46,7 @@ const X_UPLOAD_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-upload-cont
 const X_UPLOAD_CONTENT_LENGTH: HeaderName = HeaderName::from_static("x-upload-content-length");
 const X_GUPLOADER_NO_308: HeaderName = HeaderName::from_static("x-guploader-no-308");
 const X_HTTP_STATUS_CODE_OVERRIDE: &str = "x-http-status-code-override";
+const X_GOOG_STORED_CONTENT_LENGTH: &str = "x-goog-stored-content-length";
 const PERMANENT_REDIRECT: u16 = 308;
 
 /// How the upload begins.
@@ -106,6 +108,14 @@ pub struct GcsConfig {
     pub fingerprint: String,
     /// Send `X-GUploader-No-308: yes`, asking the server to answer 200 + override (G11).
     pub no_308: bool,
+    /// On resuming a saved state, read the source again from its start and compare it with
+    /// the checksum the state recorded before anything is sent (default `true`): an input that
+    /// changed since the interrupted run ends the upload with [`UsageError::SourceChanged`]
+    /// instead of storing a mix of two inputs. With `false`, the saved checksum is continued
+    /// unread: faster for a huge file, and the caller accepts that the stored object may mix
+    /// two versions of it. Needs [`Checksums::crc32c`]: without it nothing can be compared,
+    /// and only the caller's [`GcsConfig::fingerprint`] tells the source is the same.
+    pub recheck_prefix: bool,
 }
 
 impl GcsConfig {
@@ -120,6 +130,7 @@ impl GcsConfig {
             start_headers: HeaderMap::new(),
             fingerprint: String::new(),
             no_308: false,
+            recheck_prefix: true,
         }
     }
 }
@@ -136,6 +147,7 @@ impl fmt::Debug for GcsConfig {
                 &crate::secret::RedactedHeaders(&self.start_headers),
             )
             .field("no_308", &self.no_308)
+            .field("recheck_prefix", &self.recheck_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -154,13 +166,21 @@ pub struct ResumeState {
     pub total: Option<u64>,
     /// Bytes the server acknowledged holding.
     pub persisted: u64,
-    /// The end of the furthest byte ever sent: the server cannot hold more than this (G5).
+    /// The end of the furthest byte sent, as far as the saving run knew. A resumed run does
+    /// not take it as a bound on what the server holds: a state saved before a power loss can
+    /// be behind the server, which then holds more; the source's size is the bound (G5).
     /// `None` when unknown (a bare session URI, G3, that has not been queried yet).
     pub sent: Option<u64>,
-    /// CRC32C of the source's first `len` bytes, so a resumed run need not re-read them.
+    /// CRC32C of the source's first `len` bytes: a resumed run reads those bytes again and
+    /// compares (see [`GcsConfig::recheck_prefix`]).
     pub crc32c: Option<HashedPrefix>,
     /// The caller's fingerprint of the source (see [`GcsConfig::fingerprint`]).
     pub fingerprint: String,
+    /// The server held bytes, when this session was resumed from a bare session URI (or from
+    /// a state it could not check), that no run of this upload is known to have sent: its
+    /// completion must then be proven by a checksum (G7). Carried from run to run.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub foreign: bool,
 }
 
 /// A checksum of a prefix of the source.
@@ -195,6 +215,7 @@ pub struct ObjectResource {
 
 /// Which checks of the stored object against the source were made at completion (G7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Verification {
     /// The server reported a size and it equals the source's.
     pub size: bool,
@@ -202,6 +223,11 @@ pub struct Verification {
     pub crc32c: bool,
     /// The server reported an MD5 and it equals the source's.
     pub md5: bool,
+    /// The checksums compared were computed over the whole source as it is now, from its
+    /// first byte. `false` when a resume continued a saved checksum without reading the
+    /// uploaded part again ([`GcsConfig::recheck_prefix`] off): then the check proves the
+    /// server holds what the runs sent, not that the source is unchanged.
+    pub whole_source: bool,
 }
 
 /// A finished GCS upload.
@@ -270,6 +296,8 @@ struct Completing {
     status: StatusCode,
     body: Bytes,
     header_hash: checksum::GoogHash,
+    /// `x-goog-stored-content-length`, when given (G7).
+    stored_length: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -297,6 +325,21 @@ pub struct GcsUpload {
     fingerprint: String,
     no_308: bool,
     resumed: bool,
+    /// A saved prefix checksum still to be compared with the source (a resume reads the
+    /// source from its start first); also what `resume_state` reports until it is confirmed.
+    prefix_check: Option<HashedPrefix>,
+    /// Until the session's first answer: how far from the start the server's bytes are known
+    /// to be this source's (a resume's checked prefix; 0 for a bare session). `None` for a
+    /// session this upload started, whose every byte it sent.
+    vouched: Option<u64>,
+    /// The server held bytes, when first asked, beyond what this upload can vouch for: a
+    /// completion must then be proven by a checksum (G7).
+    foreign: bool,
+    /// The checksums are continued from a saved state, not computed from the first byte.
+    continued: bool,
+    /// A resumed state's `sent`: not a bound (it may be behind the server), but when it is 0
+    /// no run ever sent a byte, which reads gcp-storage-emulator's `bytes=0-0` (G5).
+    saved_sent: Option<u64>,
 
     session: Option<SessionUri>,
     total: Option<u64>,
@@ -338,6 +381,7 @@ impl GcsUpload {
     /// (different fingerprint or total).
     pub fn new(start: Start, config: GcsConfig) -> Result<Self, UsageError> {
         let chunk = ChunkSize::new(config.chunk_size, GCS_GRANULE)?;
+        let recheck_prefix = config.recheck_prefix;
         let mut start_headers = config.start_headers;
         for value in start_headers.values_mut() {
             value.set_sensitive(true);
@@ -350,6 +394,11 @@ impl GcsUpload {
             fingerprint: config.fingerprint,
             no_308: config.no_308,
             resumed: false,
+            prefix_check: None,
+            vouched: None,
+            foreign: false,
+            continued: false,
+            saved_sent: None,
             session: None,
             total: config.total,
             persisted: 0,
@@ -386,14 +435,16 @@ impl GcsUpload {
                 upload.session = Some(session);
                 upload.sent = None;
                 upload.resumed = true;
+                // A history this upload did not see: nothing the server holds is vouched for.
+                upload.vouched = Some(0);
                 upload.next = Next::Query;
             }
-            Start::Resume(state) => upload.adopt(state)?,
+            Start::Resume(state) => upload.adopt(state, recheck_prefix)?,
         }
         Ok(upload)
     }
 
-    fn adopt(&mut self, state: ResumeState) -> Result<(), UsageError> {
+    fn adopt(&mut self, state: ResumeState, recheck_prefix: bool) -> Result<(), UsageError> {
         if state.fingerprint != self.fingerprint {
             return Err(UsageError::StateMismatch(
                 "the source's fingerprint differs",
@@ -414,17 +465,33 @@ impl GcsUpload {
         {
             return Err(UsageError::StateMismatch("its offsets are inconsistent"));
         }
-        // A saved CRC32C continues where it left off; MD5 cannot, so it re-reads from 0.
-        if let (Some(prefix), true, false) =
-            (state.crc32c, self.checksums.crc32c, self.checksums.md5)
-        {
-            if self.total.is_none_or(|t| prefix.len <= t) {
-                self.hasher = Hasher::resume_crc32c(prefix.len, prefix.crc32c);
+        let prefix = state
+            .crc32c
+            .filter(|p| self.checksums.crc32c && self.total.is_none_or(|t| p.len <= t));
+        match prefix {
+            // The source is read again from its start and compared with the saved checksum
+            // before anything is sent: a changed input is refused, not mixed in.
+            Some(prefix) if recheck_prefix || self.checksums.md5 => {
+                self.prefix_check = (prefix.len > 0).then_some(prefix);
+                self.vouched = Some(0);
             }
+            // The caller accepts the risk: the saved CRC32C is continued unread.
+            Some(prefix) => {
+                self.hasher = Hasher::resume_crc32c(prefix.len, prefix.crc32c);
+                self.continued = true;
+                self.vouched = Some(state.sent.unwrap_or(0).max(state.persisted));
+            }
+            // No checksum to compare (checksums are off): the caller's fingerprint is all a
+            // resume can check, so what the state says was sent is taken as this source's.
+            None => self.vouched = Some(state.sent.unwrap_or(0).max(state.persisted)),
         }
+        self.foreign = state.foreign;
         self.session = Some(state.session);
         self.persisted = state.persisted;
-        self.sent = state.sent;
+        // G5 within a run; across runs the saved `sent` may be behind the server (a state saved
+        // before a power loss), so the source's size bounds what the server may claim.
+        self.saved_sent = state.sent;
+        self.sent = None;
         self.resumed = true;
         self.next = Next::Query;
         Ok(())
@@ -464,17 +531,24 @@ impl GcsUpload {
             return None;
         }
         let session = self.session.clone()?;
-        let crc32c = self.hasher.crc32c().map(|crc32c| HashedPrefix {
-            len: self.hasher.len(),
-            crc32c,
-        });
+        // Until the saved prefix is confirmed, it is still what the session holds: a source
+        // that failed the comparison must not overwrite it.
+        let crc32c = match self.prefix_check {
+            Some(prefix) => Some(prefix),
+            None => self.hasher.crc32c().map(|crc32c| HashedPrefix {
+                len: self.hasher.len(),
+                crc32c,
+            }),
+        };
         Some(ResumeState {
             session,
             total: self.total,
             persisted: self.persisted,
-            sent: self.sent,
+            // Until a resumed session's first answer, what the saved state said.
+            sent: self.sent.or(self.saved_sent),
             crc32c,
             fingerprint: self.fingerprint.clone(),
+            foreign: self.foreign,
         })
     }
 
@@ -505,10 +579,32 @@ impl GcsUpload {
         self.outcome = Some(outcome);
     }
 
-    /// Schedules a retry after a retryable failure, or ends the upload when the budget is
-    /// spent. After a failure on the session the next request is a status query (G8).
-    fn retry(&mut self, now: Instant, cause: RetryCause, after: Option<std::time::Duration>) {
-        match self.backoff.failure(now, cause, after) {
+    /// What the request `kind` was, for retry reports and errors.
+    fn attempt(&self, kind: &Kind) -> Attempt {
+        let range = match kind {
+            Kind::Chunk { range, .. } => Some(range.clone()),
+            _ => None,
+        };
+        match (kind, &self.begin) {
+            (Kind::Start, Begin::Xml { url, .. } | Begin::Json { url, .. }) => {
+                Attempt::new(url, None)
+            }
+            _ => Attempt::new(&self.session_uri(), range),
+        }
+    }
+
+    /// Schedules a retry after a retryable failure of `kind`, or ends the upload when the
+    /// budget is spent. After a failure on the session the next request is a status query
+    /// (G8).
+    fn retry(
+        &mut self,
+        now: Instant,
+        kind: &Kind,
+        cause: RetryCause,
+        after: Option<std::time::Duration>,
+    ) {
+        let attempt = self.attempt(kind);
+        match self.backoff.failure(now, cause, after, attempt) {
             Ok(until) => {
                 self.wait_until = Some(until);
                 if self.next == Next::Upload {
@@ -551,6 +647,7 @@ impl GcsUpload {
                 } else if retryable {
                     self.retry(
                         now,
+                        &Kind::Start,
                         RetryCause::Status(status),
                         retry::retry_after(response.headers()),
                     );
@@ -569,6 +666,7 @@ impl GcsUpload {
                 } else if retryable {
                     self.retry(
                         now,
+                        &Kind::Cancel,
                         RetryCause::Status(status),
                         retry::retry_after(response.headers()),
                     );
@@ -597,6 +695,11 @@ impl GcsUpload {
             if self.resumed && self.stats.resumed_from.is_none() {
                 self.stats.resumed_from = Some(claimed);
             }
+            // The first answer of a resumed or bare session: bytes held beyond what this
+            // upload vouches for came from elsewhere, so completion needs a checksum (G7).
+            if let Some(vouched) = self.vouched.take() {
+                self.foreign |= claimed > vouched;
+            }
             let progressed = claimed > self.persisted;
             self.persisted = claimed;
             // A bare session (G3) learns its first bound here.
@@ -609,6 +712,7 @@ impl GcsUpload {
                 // server that never makes progress cannot keep us looping.
                 self.retry(
                     now,
+                    &kind,
                     RetryCause::NoProgress,
                     retry::retry_after(response.headers()),
                 );
@@ -628,6 +732,7 @@ impl GcsUpload {
             self.next = Next::Upload;
             return self.retry(
                 now,
+                &kind,
                 RetryCause::Status(status),
                 retry::retry_after(response.headers()),
             );
@@ -650,11 +755,14 @@ impl GcsUpload {
                 end
             }
         };
+        // gcp-storage-emulator answers `bytes=0-0` before any data: a byte that was never
+        // sent cannot be stored, so that reading means nothing is (G5). GCS itself never
+        // claims one byte of an unfinished upload (it persists 256 KiB units).
+        if claimed == 1 && self.sent.or(self.saved_sent).or(self.total) == Some(0) {
+            return Ok(0);
+        }
         let bound = self.sent.or(self.total);
         let claimed = match bound {
-            // gcp-storage-emulator answers `bytes=0-0` before any data: a byte that was never
-            // sent cannot be stored, so that reading means nothing is (G5).
-            Some(0) if claimed == 1 => 0,
             Some(sent) if claimed > sent => {
                 return Err(ProtocolViolation::RangeBeyondSent { claimed, sent });
             }
@@ -700,11 +808,16 @@ impl GcsUpload {
                 ProtocolViolation::PrematureCompletion { sent, total }.into()
             ));
         }
+        let stored_length = match stored_length(response.headers()) {
+            Ok(length) => length,
+            Err(v) => return self.finish(Err(v.into())),
+        };
         let mut body = response.body().clone();
         body.truncate(response::MAX_PARSED_BODY);
         self.completing = Some(Completing {
             status,
             header_hash: checksum::parse_x_goog_hash(response.headers()),
+            stored_length,
             body,
         });
         self.next = Next::Verify;
@@ -725,13 +838,25 @@ impl GcsUpload {
             }
             .into()));
         };
-        let object = response::json(&done.body).map(|v| parse_object(&v));
+        let object = match response::json(&done.body).map(|v| parse_object(&v)) {
+            Some(Err(v)) => return self.finish(Err(v.into())),
+            Some(Ok(object)) => Some(object),
+            None => None,
+        };
         let header_hash = done.header_hash;
         let covered = self.hasher.len() == total;
         let crc32c = self.hasher.crc32c().filter(|_| covered);
         let md5 = self.hasher.md5().filter(|_| covered);
-        let mut verified = Verification::default();
-        if let Some(stored) = object.as_ref().and_then(|o| o.size) {
+        let mut verified = Verification {
+            whole_source: !self.continued,
+            ..Verification::default()
+        };
+        let stored_sizes = object
+            .as_ref()
+            .and_then(|o| o.size)
+            .into_iter()
+            .chain(done.stored_length);
+        for stored in stored_sizes {
             if stored != total {
                 return self.finish(Err(IntegrityError::Size {
                     stored,
@@ -767,6 +892,16 @@ impl GcsUpload {
                 verified.md5 = true;
             }
         }
+        // The first answer of a resumed or bare session says the object is complete: it holds
+        // the whole source, of which this upload vouches for only a prefix (G3, G7).
+        if let Some(vouched) = self.vouched.take() {
+            self.foreign |= total > vouched;
+        }
+        // A server holding bytes this upload did not send must prove it holds the source
+        // exactly: a size alone does not (G7).
+        if self.foreign && !(verified.crc32c || verified.md5) {
+            return self.finish(Err(IntegrityError::Unproven { size: total }.into()));
+        }
         self.persisted = total;
         self.finish(Ok(GcsCompletion {
             status: done.status,
@@ -781,8 +916,19 @@ impl GcsUpload {
 
     // ---- planning ----
 
+    /// The part of a saved prefix still to be read and compared, if any (it comes before any
+    /// request of a resumed upload).
+    fn prefix_read(&self) -> Option<Range<u64>> {
+        let prefix = self.prefix_check?;
+        let seen = self.hasher.len();
+        (seen < prefix.len).then(|| seen..prefix.len.min(seen.saturating_add(self.chunk.get())))
+    }
+
     /// The source bytes the core must see before the next chunk, if any.
     fn pending_read(&self) -> Option<Range<u64>> {
+        if let Some(range) = self.prefix_read() {
+            return Some(range);
+        }
         let seen = self.hasher.len();
         let want = match (self.next, self.total) {
             // Before a chunk of a source of unknown size: its bytes and one more, to find
@@ -917,8 +1063,27 @@ impl GcsUpload {
 impl Upload for GcsUpload {
     type Output = GcsCompletion;
 
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.backoff.last_retry()
+    }
+
     fn persisted(&self) -> u64 {
         self.persisted
+    }
+
+    /// Below `persisted` while the core still reads bytes the server holds: a resume's check
+    /// of the uploaded prefix, or checksums over a prefix this run did not send.
+    fn retained_from(&self) -> u64 {
+        let reads_below = self.prefix_check.is_some()
+            || self.checksums.any()
+            || self.total.is_none()
+            || self.next == Next::Verify;
+        if reads_below && self.outcome.is_none() {
+            self.persisted.min(self.hasher.len())
+        } else {
+            self.persisted
+        }
     }
 
     fn poll_action(&mut self, now: Instant) -> Action<GcsCompletion> {
@@ -942,6 +1107,11 @@ impl Upload for GcsUpload {
                 return Action::Wait(until);
             }
             self.wait_until = None;
+        }
+        if self.next != Next::Cancel {
+            if let Some(range) = self.prefix_read() {
+                return Action::Read(Read { range });
+            }
         }
         let kind = match self.next {
             Next::Start => Kind::Start,
@@ -1000,6 +1170,21 @@ impl Upload for GcsUpload {
             return Err(UsageError::ReadTooLong { asked, given });
         }
         self.hasher.update(bytes);
+        if let Some(prefix) = self.prefix_check {
+            let seen = self.hasher.len();
+            if given == 0 {
+                // Shorter than what the interrupted run had already read.
+                self.finish(Err(UsageError::SourceChanged { checked: seen }.into()));
+            } else if seen == prefix.len {
+                if self.hasher.crc32c() == Some(prefix.crc32c) {
+                    self.prefix_check = None;
+                    self.vouched = Some(prefix.len);
+                } else {
+                    self.finish(Err(UsageError::SourceChanged { checked: seen }.into()));
+                }
+            }
+            return Ok(());
+        }
         if given == 0 {
             let ended_at = offset;
             match self.total {
@@ -1079,13 +1264,14 @@ impl Upload for GcsUpload {
         let kind = self.check_id(id)?;
         self.in_flight = None;
         if !self.backoff.policy().retry_transport {
-            self.finish(Err(Error::Transport(failure)));
+            let endpoint = self.attempt(&kind).endpoint;
+            self.finish(Err(Error::Transport { failure, endpoint }));
             return Ok(());
         }
         if matches!(kind, Kind::Chunk { .. } | Kind::Query) {
             self.next = Next::Upload; // becomes a status query in `retry` (G8)
         }
-        self.retry(now, RetryCause::Transport(failure), None);
+        self.retry(now, &kind, RetryCause::Transport(failure), None);
         Ok(())
     }
 }
@@ -1103,20 +1289,69 @@ fn effective_status(response: &Response<Bytes>) -> StatusCode {
     status
 }
 
-fn parse_object(v: &serde_json::Value) -> ObjectResource {
+/// Reads the object resource of a JSON API completion (G7). A `size`, `crc32c` or `md5Hash`
+/// that is there but does not parse is a protocol violation, not a check skipped.
+fn parse_object(v: &serde_json::Value) -> Result<ObjectResource, ProtocolViolation> {
     let text = |key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
     let size = match v.get("size") {
-        Some(serde_json::Value::String(s)) => crate::range::parse_decimal(s),
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        _ => None,
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(parse_decimal(s).ok_or(
+            ProtocolViolation::MalformedResponse("the object's size is not a number"),
+        )?),
+        Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or(
+            ProtocolViolation::MalformedResponse("the object's size is not a number"),
+        )?),
+        Some(_) => {
+            return Err(ProtocolViolation::MalformedResponse(
+                "the object's size is not a number",
+            ));
+        }
     };
-    ObjectResource {
+    let checksum_field = |key: &str, why: &'static str| match v.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ProtocolViolation::MalformedResponse(why)),
+    };
+    const BAD_CRC: &str = "the object's crc32c is not a base64 CRC32C";
+    const BAD_MD5: &str = "the object's md5Hash is not a base64 MD5";
+    let crc32c = match checksum_field("crc32c", BAD_CRC)? {
+        Some(s) => Some(
+            checksum::parse_crc32c_base64(&s)
+                .ok_or(ProtocolViolation::MalformedResponse(BAD_CRC))?,
+        ),
+        None => None,
+    };
+    let md5 = match checksum_field("md5Hash", BAD_MD5)? {
+        Some(s) => Some(
+            checksum::parse_md5_base64(&s).ok_or(ProtocolViolation::MalformedResponse(BAD_MD5))?,
+        ),
+        None => None,
+    };
+    Ok(ObjectResource {
         name: text("name"),
         bucket: text("bucket"),
         generation: text("generation"),
         size,
-        crc32c: text("crc32c").and_then(|s| checksum::parse_crc32c_base64(&s)),
-        md5: text("md5Hash").and_then(|s| checksum::parse_md5_base64(&s)),
+        crc32c,
+        md5,
         media_link: text("mediaLink"),
+    })
+}
+
+/// `x-goog-stored-content-length` of a completion (G7): the size of the stored object, once,
+/// as a decimal; absent is `None`.
+fn stored_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolViolation> {
+    const BAD: ProtocolViolation =
+        ProtocolViolation::MalformedResponse("x-goog-stored-content-length is not a number");
+    let mut values = headers.get_all(X_GOOG_STORED_CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(BAD),
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|t| parse_decimal(t.trim()))
+            .map(Some)
+            .ok_or(BAD),
     }
 }

@@ -127,6 +127,6 @@ pub mod secret;
 pub mod ton;
 
 pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
-pub use error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
-pub use retry::RetryPolicy;
+pub use error::{Endpoint, Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
+pub use retry::{RetryPolicy, Retrying};
 pub use secret::SessionUri;

@@ -65,7 +65,9 @@ pub fn parse_range(value: &[u8], form: RangeForm) -> Result<(u64, u64), Protocol
     let text = std::str::from_utf8(value)
         .map_err(|_| ProtocolViolation::MalformedRange)?
         .trim();
-    let spec = match text.strip_prefix("bytes=") {
+    // Range units are case-insensitive (RFC 9110 §14.1): `Bytes=0-9` is `bytes=0-9`.
+    let unit = text.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes="));
+    let spec = match unit.and_then(|_| text.get(6..)) {
         Some(rest) => rest,
         None if form == RangeForm::BytesPrefixOptional => text,
         None => return Err(ProtocolViolation::MalformedRange),

@@ -4,11 +4,13 @@
 //! instant the core returns in [`crate::Action::Wait`]. Jitter comes from a seeded generator,
 //! so a run is reproducible from the seed.
 
+use std::fmt;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::{Error, RetryCause};
+use crate::error::{Endpoint, Error, RetryCause};
 
 /// Which failures are retried, how long to wait between attempts, and when to give up.
 ///
@@ -85,6 +87,72 @@ impl RetryPolicy {
     }
 }
 
+/// A retry the upload has scheduled: what failed, where, and when the next attempt goes out.
+/// Drivers show it (`Upload::last_retry`) when the wait it causes begins, so that every retry
+/// is visible: "HTTP 503 on bytes 8–16 MiB; retrying in 4.2 s, attempt 2 of 11".
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retrying {
+    /// What failed.
+    pub cause: RetryCause,
+    /// The server the failed request went to.
+    pub endpoint: Option<Endpoint>,
+    /// The source bytes the failed request carried, if any.
+    pub source: Option<Range<u64>>,
+    /// The number of the attempt that comes next, within this run of failures (2 is the first
+    /// retry).
+    pub attempt: u32,
+    /// The most attempts the run may take: the first try plus the policy's retries.
+    pub max_attempts: u32,
+    /// How long the upload waits before that attempt.
+    pub wait: Duration,
+    /// When the wait ends (what the upload's `Action::Wait` says).
+    pub until: Instant,
+}
+
+/// What a failed request was: its server and the source bytes it carried (for errors and for
+/// [`Retrying`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub(crate) endpoint: Option<Endpoint>,
+    pub(crate) source: Option<Range<u64>>,
+}
+
+impl Attempt {
+    /// A request to `uri` carrying the source bytes `source` (none when empty).
+    pub(crate) fn new(uri: &http::Uri, source: Option<Range<u64>>) -> Self {
+        Attempt {
+            endpoint: Endpoint::of(uri),
+            source: source.filter(|r| r.start < r.end),
+        }
+    }
+}
+
+/// A duration in words for messages: "900 ms", "4.2 s", "15 min", "2 h 5 min".
+pub(crate) struct Wait(pub(crate) Duration);
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let secs = d.as_secs();
+        if d < Duration::from_secs(1) {
+            write!(f, "{} ms", d.as_millis())
+        } else if secs < 60 {
+            write!(f, "{:.1} s", d.as_secs_f64())
+        } else if secs < 3600 {
+            match secs % 60 {
+                0 => write!(f, "{} min", secs / 60),
+                s => write!(f, "{} min {s} s", secs / 60),
+            }
+        } else {
+            match (secs % 3600) / 60 {
+                0 => write!(f, "{} h", secs / 3600),
+                m => write!(f, "{} h {m} min", secs / 3600),
+            }
+        }
+    }
+}
+
 /// Backoff bookkeeping for one upload: counts failures since the last progress and turns each
 /// failure into the instant to retry at, or into the final error.
 #[derive(Clone, Debug)]
@@ -94,7 +162,10 @@ pub(crate) struct Backoff {
     started: Option<Instant>,
     run_started: Option<Instant>,
     failures: u32,
+    /// Failures in this run that waiting will not mend (`TransportFailure::is_lasting`).
+    lasting: u32,
     total_retries: u64,
+    last: Option<Retrying>,
 }
 
 impl Backoff {
@@ -106,7 +177,9 @@ impl Backoff {
             started: None,
             run_started: None,
             failures: 0,
+            lasting: 0,
             total_retries: 0,
+            last: None,
         }
     }
 
@@ -124,44 +197,95 @@ impl Backoff {
         self.total_retries
     }
 
+    /// The last retry scheduled, if any.
+    pub(crate) fn last_retry(&self) -> Option<&Retrying> {
+        self.last.as_ref()
+    }
+
     /// The server stored something new: the run of failures is over.
     pub(crate) fn progress(&mut self) {
         self.failures = 0;
+        self.lasting = 0;
         self.run_started = None;
     }
 
-    /// A retryable failure happened at `now`. Returns when to try again, or the error that
-    /// ends the upload when the budget or a deadline is spent.
+    /// A retryable failure of the request `attempt` happened at `now`. Returns when to try
+    /// again, or the error that ends the upload: the budget or a deadline is spent, the server
+    /// asked to wait past the deadline, or a failure that waiting will not mend came twice.
     pub(crate) fn failure(
         &mut self,
         now: Instant,
         cause: RetryCause,
         retry_after: Option<Duration>,
+        attempt: Attempt,
     ) -> Result<Instant, Error> {
         self.failures = self.failures.saturating_add(1);
         let run_started = *self.run_started.get_or_insert(now);
         let exhausted = Error::RetriesExhausted {
             attempts: self.failures,
             last: cause,
+            endpoint: attempt.endpoint.clone(),
         };
         if self.failures > self.policy.max_attempts {
             return Err(exhausted);
         }
         let mut delay = self.backoff(self.failures);
-        if let Some(after) = retry_after {
-            delay = delay.max(after.min(self.policy.max_retry_after));
+        if let RetryCause::Transport(failure) = cause {
+            if failure.is_lasting() {
+                // An unresolvable name or an untrusted certificate: one quick retry (a
+                // resolver or a network may have hiccuped), then the upload ends.
+                self.lasting += 1;
+                if self.lasting > 1 {
+                    return Err(Error::Transport {
+                        failure,
+                        endpoint: attempt.endpoint,
+                    });
+                }
+                delay = delay.min(
+                    self.policy
+                        .initial_backoff
+                        .saturating_add(self.policy.jitter),
+                );
+            }
+        }
+        let server_wait = retry_after.map(|after| after.min(self.policy.max_retry_after));
+        if let Some(wait) = server_wait {
+            delay = delay.max(wait);
         }
         let until = now.checked_add(delay).ok_or_else(|| exhausted.clone())?;
         let run_deadline = run_started.checked_add(self.policy.retry_deadline);
-        if run_deadline.is_some_and(|d| until > d) {
+        let total_deadline = match (self.policy.total_deadline, self.started) {
+            (Some(total), Some(started)) => Some(started.checked_add(total)),
+            _ => None,
+        };
+        let past_run = run_deadline.is_some_and(|d| until > d);
+        let past_total = total_deadline.is_some_and(|d| d.is_none_or(|d| until > d));
+        if past_run || past_total {
+            // The server's own wait is what passes the deadline: say so (G8).
+            if let (Some(after), true) = (retry_after, server_wait == Some(delay)) {
+                let deadline = match (past_run, self.policy.total_deadline) {
+                    (false, Some(total)) => total,
+                    _ => self.policy.retry_deadline,
+                };
+                return Err(Error::WaitBeyondDeadline {
+                    wait: after,
+                    deadline,
+                    last: cause,
+                    endpoint: attempt.endpoint,
+                });
+            }
             return Err(exhausted);
         }
-        if let (Some(total), Some(started)) = (self.policy.total_deadline, self.started) {
-            if started.checked_add(total).is_none_or(|d| until > d) {
-                return Err(exhausted);
-            }
-        }
         self.total_retries += 1;
+        self.last = Some(Retrying {
+            cause,
+            endpoint: attempt.endpoint,
+            source: attempt.source,
+            attempt: self.failures.saturating_add(1),
+            max_attempts: self.policy.max_attempts.saturating_add(1),
+            wait: delay,
+            until,
+        });
         Ok(until)
     }
 
@@ -243,7 +367,9 @@ mod tests {
         b.observe_start(t0);
         let waits: Vec<u64> = (0..8)
             .map(|_| {
-                let until = b.failure(t0, RetryCause::NoProgress, None).unwrap();
+                let until = b
+                    .failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                    .unwrap();
                 (until - t0).as_secs()
             })
             .collect();
@@ -259,17 +385,30 @@ mod tests {
         };
         let mut b = Backoff::new(policy);
         b.observe_start(t0);
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok());
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok());
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        );
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        );
         b.progress();
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok());
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok());
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        );
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        );
         let cause = RetryCause::Status(StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            b.failure(t0, cause, None),
+            b.failure(t0, cause, None, Attempt::default()),
             Err(Error::RetriesExhausted {
                 attempts: 3,
-                last: cause
+                last: cause,
+                endpoint: None,
             })
         );
     }
@@ -284,13 +423,125 @@ mod tests {
         let mut b = Backoff::new(policy);
         b.observe_start(t0);
         let u = b
-            .failure(t0, RetryCause::NoProgress, Some(Duration::from_secs(7)))
+            .failure(
+                t0,
+                RetryCause::NoProgress,
+                Some(Duration::from_secs(7)),
+                Attempt::default(),
+            )
             .unwrap();
         assert_eq!(u - t0, Duration::from_secs(7));
         let u = b
-            .failure(t0, RetryCause::NoProgress, Some(Duration::from_secs(500)))
+            .failure(
+                t0,
+                RetryCause::NoProgress,
+                Some(Duration::from_secs(500)),
+                Attempt::default(),
+            )
             .unwrap();
         assert_eq!(u - t0, Duration::from_secs(100));
+    }
+
+    // G8: a Retry-After past the retry deadline ends the upload saying so, not as an
+    // exhausted budget.
+    #[test]
+    fn a_server_wait_past_the_deadline_is_named() {
+        let t0 = Instant::now();
+        let policy = RetryPolicy {
+            retry_deadline: Duration::from_secs(600),
+            ..no_jitter()
+        };
+        let mut b = Backoff::new(policy);
+        b.observe_start(t0);
+        let cause = RetryCause::Status(StatusCode::TOO_MANY_REQUESTS);
+        let asked = Duration::from_secs(900);
+        match b.failure(t0, cause, Some(asked), Attempt::default()) {
+            Err(Error::WaitBeyondDeadline {
+                wait,
+                deadline,
+                last,
+                ..
+            }) => {
+                assert_eq!(
+                    (wait, deadline, last),
+                    (asked, Duration::from_secs(600), cause)
+                );
+            }
+            other => panic!("expected WaitBeyondDeadline, got {other:?}"),
+        }
+        // Within the deadline, the same wait is honoured.
+        let policy = RetryPolicy {
+            retry_deadline: Duration::from_secs(1200),
+            ..no_jitter()
+        };
+        let mut b = Backoff::new(policy);
+        b.observe_start(t0);
+        let until = b
+            .failure(t0, cause, Some(asked), Attempt::default())
+            .unwrap();
+        assert_eq!(until - t0, asked);
+        assert_eq!(b.last_retry().map(|r| r.wait), Some(asked));
+    }
+
+    // A name that does not resolve is retried once, soon, then ends the upload.
+    #[test]
+    fn lasting_transport_failures_get_one_quick_retry() {
+        use crate::action::TransportFailure;
+        let t0 = Instant::now();
+        let mut b = Backoff::new(no_jitter());
+        b.observe_start(t0);
+        let other = RetryCause::Transport(TransportFailure::Reset);
+        for _ in 0..4 {
+            b.failure(t0, other, None, Attempt::default()).unwrap();
+        }
+        let cause = RetryCause::Transport(TransportFailure::Resolve);
+        let until = b.failure(t0, cause, None, Attempt::default()).unwrap();
+        assert_eq!(
+            until - t0,
+            Duration::from_secs(1),
+            "the initial backoff, not 16 s"
+        );
+        assert_eq!(
+            b.failure(t0, cause, None, Attempt::default()),
+            Err(Error::Transport {
+                failure: TransportFailure::Resolve,
+                endpoint: None
+            })
+        );
+    }
+
+    // Every retry is described: what failed, the wait, and the attempt count.
+    #[test]
+    fn each_scheduled_retry_is_described() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(no_jitter());
+        b.observe_start(t0);
+        let uri: http::Uri = "https://storage.example/s?upload_id=secret"
+            .parse()
+            .unwrap();
+        let cause = RetryCause::Status(StatusCode::SERVICE_UNAVAILABLE);
+        b.failure(t0, cause, None, Attempt::new(&uri, Some(8..16)))
+            .unwrap();
+        b.failure(t0, cause, None, Attempt::new(&uri, Some(8..16)))
+            .unwrap();
+        let retry = b.last_retry().unwrap();
+        assert_eq!(retry.attempt, 3);
+        assert_eq!(retry.max_attempts, 11);
+        assert_eq!(retry.wait, Duration::from_secs(2));
+        assert_eq!(retry.source, Some(8..16));
+        assert_eq!(
+            retry.endpoint.as_ref().unwrap().to_string(),
+            "storage.example:443"
+        );
+    }
+
+    #[test]
+    fn waits_in_words() {
+        let w = |d| Wait(d).to_string();
+        assert_eq!(w(Duration::from_millis(900)), "900 ms");
+        assert_eq!(w(Duration::from_millis(4200)), "4.2 s");
+        assert_eq!(w(Duration::from_secs(900)), "15 min");
+        assert_eq!(w(Duration::from_secs(7500)), "2 h 5 min");
     }
 
     #[test]
@@ -302,10 +553,22 @@ mod tests {
         };
         let mut b = Backoff::new(policy);
         b.observe_start(t0);
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok()); // until t0+1
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok()); // until t0+2
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_ok()); // until t0+4
-        assert!(b.failure(t0, RetryCause::NoProgress, None).is_err()); // t0+8 > t0+5
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        ); // until t0+1
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        ); // until t0+2
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_ok()
+        ); // until t0+4
+        assert!(
+            b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                .is_err()
+        ); // t0+8 > t0+5
     }
 
     #[test]
@@ -315,7 +578,11 @@ mod tests {
             let mut b = Backoff::new(RetryPolicy::default().with_seed(seed));
             b.observe_start(t0);
             (0..5)
-                .map(|_| b.failure(t0, RetryCause::NoProgress, None).unwrap() - t0)
+                .map(|_| {
+                    b.failure(t0, RetryCause::NoProgress, None, Attempt::default())
+                        .unwrap()
+                        - t0
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));

@@ -146,7 +146,7 @@ use crate::chunk::{ChunkSize, round_down_to_granule, size_for_rate};
 use crate::error::{Error, ProtocolViolation, RetryCause, UsageError};
 use crate::range::{RangeForm, content_range, parse_decimal, parse_range};
 use crate::response;
-use crate::retry::{self, Backoff, RetryPolicy};
+use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, RedactedUri, SessionUri, check_absolute_http};
 
 const X_TON_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-ton-content-type");
@@ -430,7 +430,9 @@ pub struct TonUpload {
     /// The expiry on the driver's clock, measured from the start response's `Date`.
     expires_at: Option<Instant>,
     persisted: u64,
-    /// Upper bound on what the server can hold (T5).
+    /// Upper bound on what the server can hold (T5). A resumed upload takes it from the saved
+    /// state: TON has no status query and no checksum, so a claim beyond it cannot be checked
+    /// and is refused; a driver must save the state durably before every request.
     sent: u64,
 
     in_flight: Option<InFlight>,
@@ -671,11 +673,22 @@ impl TonUpload {
         self.outcome = Some(outcome);
     }
 
-    /// Schedules a retry after a retryable failure (T6), or ends the upload when the budget
-    /// is spent. The request after the wait is the same kind as the one that failed; for a
-    /// chunk it starts at the last acknowledged offset (see the module docs).
-    fn retry(&mut self, now: Instant, cause: RetryCause, after: Option<Duration>) {
-        match self.backoff.failure(now, cause, after) {
+    /// What the request `kind` was, for retry reports and errors.
+    fn attempt(&self, kind: &Kind) -> Attempt {
+        match (kind, &self.begin) {
+            (Kind::Chunk(range), _) => Attempt::new(&self.location_uri(), Some(range.clone())),
+            (Kind::Single, Begin::Single(url)) => Attempt::new(url, Some(0..self.total)),
+            (_, Begin::Single(url) | Begin::Resumable(url)) => Attempt::new(url, None),
+            (_, Begin::Existing) => Attempt::new(&self.location_uri(), None),
+        }
+    }
+
+    /// Schedules a retry after a retryable failure of `kind` (T6), or ends the upload when
+    /// the budget is spent. The request after the wait is the same kind as the one that
+    /// failed; for a chunk it starts at the last acknowledged offset (see the module docs).
+    fn retry(&mut self, now: Instant, kind: &Kind, cause: RetryCause, after: Option<Duration>) {
+        let attempt = self.attempt(kind);
+        match self.backoff.failure(now, cause, after, attempt) {
             Ok(until) => self.wait_until = Some(until),
             Err(e) => self.finish(Err(e)),
         }
@@ -693,10 +706,11 @@ impl TonUpload {
                 self.complete(status, response.headers(), &base)
             }
             Kind::Start if success => self.on_started(now, &response),
-            Kind::Single | Kind::Start => {
+            ref kind @ (Kind::Single | Kind::Start) => {
                 if self.backoff.policy().retries_status(status) {
                     self.retry(
                         now,
+                        kind,
                         RetryCause::Status(status),
                         retry::retry_after(response.headers()),
                     );
@@ -794,6 +808,7 @@ impl TonUpload {
                 // server that never makes progress cannot keep us looping.
                 self.retry(
                     now,
+                    &Kind::Chunk(range),
                     RetryCause::NoProgress,
                     retry::retry_after(response.headers()),
                 );
@@ -824,6 +839,7 @@ impl TonUpload {
         if self.backoff.policy().retries_status(status) {
             return self.retry(
                 now,
+                &Kind::Chunk(range),
                 RetryCause::Status(status),
                 retry::retry_after(response.headers()),
             );
@@ -1020,6 +1036,11 @@ impl TonUpload {
 impl Upload for TonUpload {
     type Output = TonCompletion;
 
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.backoff.last_retry()
+    }
+
     fn persisted(&self) -> u64 {
         self.persisted
     }
@@ -1106,7 +1127,8 @@ impl Upload for TonUpload {
         let flight = self.check_id(id)?;
         self.in_flight = None;
         if !self.backoff.policy().retry_transport {
-            self.finish(Err(Error::Transport(failure)));
+            let endpoint = self.attempt(&flight.kind).endpoint;
+            self.finish(Err(Error::Transport { failure, endpoint }));
             return Ok(());
         }
         // T4: a chunk that timed out was too big for the link: halve it.
@@ -1115,7 +1137,7 @@ impl Upload for TonUpload {
         {
             self.resize((range.end - range.start) / 2);
         }
-        self.retry(now, RetryCause::Transport(failure), None);
+        self.retry(now, &flight.kind, RetryCause::Transport(failure), None);
         Ok(())
     }
 }

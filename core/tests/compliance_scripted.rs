@@ -148,10 +148,21 @@ impl Exchange {
         action
     }
 
+    /// The next request; reads asked for on the way (a resume reads the uploaded prefix
+    /// again first, G3) are answered from the file.
     fn send(&mut self) -> Send {
-        match self.poll() {
-            Action::Send(s) => s,
-            other => panic!("expected a request, got {other:?}"),
+        loop {
+            match self.poll() {
+                Action::Send(s) => return s,
+                Action::Read(read) => {
+                    let (a, b) = (read.range.start as usize, read.range.end as usize);
+                    let bytes = self.source[a..b.min(self.source.len())].to_vec();
+                    self.job
+                        .handle_read(self.now, read.range.start, &bytes)
+                        .unwrap();
+                }
+                other => panic!("expected a request, got {other:?}"),
+            }
         }
     }
 
@@ -535,13 +546,31 @@ fn c2_upload_faults_are_retried_by_the_gcs_rules() {
     assert_eq!(ex.job.stats().retries, 1);
 }
 
-// C2: a job that is not resumable takes the whole file in one PUT to upload_url, with
-// Content-Type text/plain and no Authorization; a 503 sends the same PUT again.
+// C2: a job created resumable follows what was asked even when its answer says
+// `resumable: false` (as seed 000 shows): the upload_url gets a resumable start, not one PUT.
 #[test]
-fn c2_non_resumable_job_takes_one_put() {
+fn c2_a_resumable_job_is_uploaded_resumably_whatever_the_answer_says() {
     let total = 1000;
     let mut ex = Exchange::new(config(total));
     ex.created(false);
+    let start = ex.send();
+    assert_eq!(start.request.method(), Method::POST);
+    assert_eq!(start.request.uri(), UPLOAD_URL);
+    assert_eq!(header(&start, "x-goog-resumable"), Some("start"));
+    assert!(start.body.is_empty());
+    assert!(ex.job.job().unwrap().resumable);
+}
+
+// C2: a job asked for as not resumable takes the whole file in one PUT to upload_url, with
+// Content-Type text/plain and no Authorization; a 503 sends the same PUT again. An answer
+// that says `resumable: true` does not change what was asked.
+#[test]
+fn c2_non_resumable_job_takes_one_put() {
+    let total = 1000;
+    let mut c = config(total);
+    c.resumable = false;
+    let mut ex = Exchange::new(c);
+    ex.created(true);
     let put = ex.send();
     assert_eq!(put.request.method(), Method::PUT);
     assert_eq!(put.request.uri(), UPLOAD_URL);
@@ -565,7 +594,9 @@ fn c2_non_resumable_job_takes_one_put() {
     assert_eq!(ex.job.stats().bytes_sent, 2 * total);
 
     // A refusal of the PUT is the storage host's error.
-    let mut ex = Exchange::new(config(10));
+    let mut c = config(10);
+    c.resumable = false;
+    let mut ex = Exchange::new(c);
     ex.created(false);
     let put = ex.send();
     ex.respond(
@@ -585,6 +616,7 @@ fn c2_non_resumable_job_takes_one_put() {
     // A stream of unknown size cannot be PUT in one request.
     let mut c = config(10);
     c.total = None;
+    c.resumable = false;
     let mut ex = Exchange::with(ComplianceJob::new(c).unwrap(), source(10));
     ex.created(false);
     assert!(matches!(
@@ -756,6 +788,52 @@ fn c3_rate_limited_polls_wait_for_the_window() {
     assert_eq!(ex.job.stats().retries, 4);
 }
 
+// C3: a status answer needs only what polling uses (the id and the status); the fields it
+// leaves out keep what the creation answer said.
+#[test]
+fn c3_a_sparse_status_answer_is_not_a_violation() {
+    let mut c = config(10);
+    c.resumable = false;
+    let (mut ex, poll) = polling(c);
+    ex.respond(
+        poll.id,
+        200,
+        &[("date", IN_TIME)],
+        &format!(r#"{{"data":{{"id":"{ID}","status":"in_progress"}}}}"#),
+    );
+    ex.now = ex.wait();
+    let poll = ex.send();
+    ex.respond(
+        poll.id,
+        200,
+        &[("date", IN_TIME)],
+        &format!(r#"{{"data":{{"id":"{ID}","status":"complete"}}}}"#),
+    );
+    let done = completed(ex.done());
+    assert_eq!(
+        done.job.status,
+        resumable_core::compliance::JobStatus::Complete
+    );
+    assert!(
+        done.job
+            .download_url
+            .expose()
+            .to_string()
+            .starts_with("https://")
+    );
+    // An answer about another job is still refused.
+    let mut c = config(10);
+    c.resumable = false;
+    let (mut ex, poll) = polling(c);
+    ex.respond(
+        poll.id,
+        200,
+        &[],
+        r#"{"data":{"id":"999","status":"complete"}}"#,
+    );
+    assert!(matches!(ex.done(), Err(Error::Protocol(_))));
+}
+
 // C3, G8: a poll that keeps failing ends with RetriesExhausted, which may be resumed later.
 #[test]
 fn c3_polls_give_up_after_the_retry_budget() {
@@ -771,7 +849,11 @@ fn c3_polls_give_up_after_the_retry_budget() {
         error,
         Error::RetriesExhausted {
             attempts: 2,
-            last: RetryCause::Status(http::StatusCode::SERVICE_UNAVAILABLE)
+            last: RetryCause::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+            endpoint: Some(resumable_core::Endpoint {
+                host: "api.x.com".into(),
+                port: 443
+            }),
         }
     );
     assert!(error.is_resumable());

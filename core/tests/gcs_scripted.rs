@@ -595,6 +595,7 @@ fn g5_one_byte_claim_before_any_data_reads_as_zero() {
         sent: Some(0),
         crc32c: None,
         fingerprint: String::new(),
+        foreign: false,
     };
     let mut ex = Exchange::new(Start::Resume(state), GcsConfig::new(Some(10)), source(10));
     let q = ex.send();
@@ -754,7 +755,11 @@ fn g8_attempt_budget_ends_in_retries_exhausted() {
         ex.done(),
         Err(Error::RetriesExhausted {
             attempts: 3,
-            last: RetryCause::Status(StatusCode::BAD_GATEWAY)
+            last: RetryCause::Status(StatusCode::BAD_GATEWAY),
+            endpoint: Some(resumable_core::Endpoint {
+                host: "storage.example".into(),
+                port: 443
+            }),
         })
     );
 }
@@ -938,4 +943,378 @@ fn secrets_never_appear_in_debug_or_errors() {
     ex.respond(c.id, 400, &[], "bad");
     let err = ex.done().unwrap_err();
     assert!(!format!("{err} {err:?}").contains("SECRET"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trust: no success without proof, every resume checked (G3, G5, G7, G8)
+// ---------------------------------------------------------------------------------------------
+
+fn bare_session(len: u64, checksums: resumable_core::checksum::Checksums) -> Exchange {
+    let mut config = GcsConfig::new(Some(len));
+    config.chunk_size = KIB256;
+    config.checksums = checksums;
+    Exchange::new(
+        Start::Session(SessionUri::parse(SESSION).unwrap()),
+        config,
+        source(len),
+    )
+}
+
+fn crc_header(data: &[u8]) -> String {
+    format!(
+        "crc32c={}",
+        resumable_core::checksum::crc32c_base64(crc32c::crc32c(data))
+    )
+}
+
+// G3, G7: a bare session that already completed holding another, shorter object answers the
+// status query 200 with an empty body (the XML API's way) and x-goog-stored-content-length:
+// the size is compared, and the upload fails rather than claim the file was uploaded.
+#[test]
+fn g7_bare_session_completed_with_a_shorter_object_is_an_integrity_error() {
+    let len = 1000;
+    let mut ex = bare_session(len, Default::default());
+    let q = ex.send();
+    assert_status_query(&q, "bytes */1000");
+    ex.respond(q.id, 200, &[("x-goog-stored-content-length", "600")], "");
+    assert_eq!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Size {
+            stored: 600,
+            sent: 1000
+        }))
+    );
+    assert_eq!(ex.upload.stats().bytes_sent, 0);
+}
+
+// G3, G7: the same completion with nothing to compare (no size, no checksum) proves nothing
+// about a history this upload did not see: it is not a success.
+#[test]
+fn g7_bare_session_completion_without_proof_is_unproven() {
+    let len = 1000;
+    let mut ex = bare_session(len, Default::default());
+    let q = ex.send();
+    ex.respond(q.id, 200, &[], "");
+    assert_eq!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Unproven { size: len }))
+    );
+    // A size that matches is still no proof of the bytes.
+    let mut ex = bare_session(len, Default::default());
+    let q = ex.send();
+    ex.respond(q.id, 200, &[("x-goog-stored-content-length", "1000")], "");
+    assert_eq!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Unproven { size: len }))
+    );
+}
+
+// G3, G7: a bare session that completed with exactly the file proves it with its CRC32C:
+// success, checked against the whole file (which the core reads to compare).
+#[test]
+fn g7_bare_session_completion_proven_by_its_checksum_succeeds() {
+    let len = 1000;
+    let mut ex = bare_session(len, Default::default());
+    let q = ex.send();
+    let hash = crc_header(&ex.source);
+    ex.respond(
+        q.id,
+        200,
+        &[
+            ("x-goog-hash", hash.as_str()),
+            ("x-goog-stored-content-length", "1000"),
+        ],
+        "",
+    );
+    let done = ex.done().expect("proven");
+    assert!(done.verified.crc32c && done.verified.size && done.verified.whole_source);
+    assert_eq!(ex.reads, vec![(0..1000)]);
+
+    // Another object of the same size is caught by the checksum.
+    let mut ex = bare_session(len, Default::default());
+    let q = ex.send();
+    let other = crc_header(&[9u8; 1000]);
+    ex.respond(q.id, 200, &[("x-goog-hash", other.as_str())], "");
+    assert!(matches!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Crc32c { .. }))
+    ));
+}
+
+// G3, G7: a bare session holding a prefix this upload did not send: the rest is uploaded, and
+// the completion must still prove the whole object; without checksums it cannot.
+#[test]
+fn g7_bare_session_with_a_foreign_prefix_needs_a_checksum_at_the_end() {
+    let len = KIB256 + 10;
+    let mut ex = bare_session(len, resumable_core::checksum::Checksums::NONE);
+    let q = ex.send();
+    ex.respond(
+        q.id,
+        308,
+        &[("range", &format!("bytes=0-{}", KIB256 - 1))],
+        "",
+    );
+    let last = ex.send();
+    assert_eq!(last.body.source, KIB256..len);
+    ex.respond(
+        last.id,
+        200,
+        &[("x-goog-stored-content-length", "262154")],
+        "",
+    );
+    assert_eq!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Unproven { size: len }))
+    );
+    let state = ex.upload.resume_state().expect("kept after an error");
+    assert!(
+        state.foreign,
+        "the state carries that the prefix is unproven"
+    );
+}
+
+/// A state saved by an interrupted run that had uploaded `persisted` bytes of `old` and
+/// hashed `hashed` of them.
+fn saved_after(old: &[u8], persisted: u64, hashed: u64) -> ResumeState {
+    ResumeState {
+        session: SessionUri::parse(SESSION).unwrap(),
+        total: Some(old.len() as u64),
+        persisted,
+        sent: Some(persisted),
+        crc32c: Some(resumable_core::gcs::HashedPrefix {
+            len: hashed,
+            crc32c: crc32c::crc32c(&old[..hashed as usize]),
+        }),
+        fingerprint: String::new(),
+        foreign: false,
+    }
+}
+
+// G3: a resume reads the already uploaded part of the source again and compares it with the
+// saved checksum before sending anything; an input that changed is refused, and the saved
+// state (the original input's checksum) is kept for a run with the original input.
+#[test]
+fn g3_resume_refuses_an_input_that_differs_from_the_interrupted_one() {
+    let len = 3 * KIB256;
+    let old = source(len);
+    let state = saved_after(&old, KIB256, KIB256);
+    let mut changed = old.clone();
+    changed[10] ^= 0xff;
+    let mut config = GcsConfig::new(Some(len));
+    config.chunk_size = KIB256;
+    let mut ex = Exchange::new(Start::Resume(state.clone()), config.clone(), changed);
+    assert_eq!(
+        ex.done(),
+        Err(Error::Usage(UsageError::SourceChanged { checked: KIB256 }))
+    );
+    assert_eq!(ex.reads, vec![(0..KIB256)], "read, compared, nothing sent");
+    assert_eq!(ex.upload.resume_state(), Some(state.clone()));
+
+    // The original input passes the check, and the upload goes on from the server's offset.
+    let mut ex = Exchange::new(Start::Resume(state.clone()), config.clone(), old.clone());
+    let q = ex.send();
+    assert_status_query(&q, &format!("bytes */{len}"));
+    assert_eq!(ex.reads, vec![(0..KIB256)]);
+    ex.respond(
+        q.id,
+        308,
+        &[("range", &format!("bytes=0-{}", KIB256 - 1))],
+        "",
+    );
+    let next = ex.send();
+    assert_eq!(next.body.source, KIB256..2 * KIB256);
+
+    // A stream that is shorter than what was already read is refused the same way.
+    let mut stream = GcsConfig::new(None);
+    stream.chunk_size = KIB256;
+    let mut short = state.clone();
+    short.total = None;
+    let mut ex = Exchange::new(Start::Resume(short), stream, old[..100].to_vec());
+    assert_eq!(
+        ex.done(),
+        Err(Error::Usage(UsageError::SourceChanged { checked: 100 }))
+    );
+}
+
+// G3, G7: with the check turned off, the saved checksum is continued unread (the caller takes
+// the risk); a completion then says its checksums did not cover the source as it is now.
+#[test]
+fn g3_resume_without_the_recheck_continues_the_saved_checksum() {
+    let len = KIB256 + 10;
+    let data = source(len);
+    let state = saved_after(&data, KIB256, KIB256);
+    let mut config = GcsConfig::new(Some(len));
+    config.chunk_size = KIB256;
+    config.recheck_prefix = false;
+    let mut ex = Exchange::new(Start::Resume(state), config, data.clone());
+    let q = ex.send();
+    assert!(ex.reads.is_empty(), "the uploaded part is not read again");
+    ex.respond(
+        q.id,
+        308,
+        &[("range", &format!("bytes=0-{}", KIB256 - 1))],
+        "",
+    );
+    let last = ex.send();
+    assert_eq!(ex.reads, vec![(KIB256..len)]);
+    let hash = crc_header(&data);
+    assert_eq!(header(&last, "x-goog-hash"), Some(hash.as_str()));
+    ex.respond(last.id, 200, &[("x-goog-hash", hash.as_str())], "");
+    let done = ex.done().unwrap();
+    assert!(done.verified.crc32c);
+    assert!(!done.verified.whole_source);
+}
+
+// G3, G5: a state saved before a power loss can be behind the server, which then holds more
+// than the state's `sent`: the resume goes on from what the server holds (the final checksum
+// still guards it), nothing acknowledged is sent again, and the state is not lost.
+#[test]
+fn g5_a_stale_state_resumes_from_what_the_server_holds() {
+    let len = 4 * KIB256;
+    let data = source(len);
+    let state = saved_after(&data, KIB256, KIB256);
+    let mut config = GcsConfig::new(Some(len));
+    config.chunk_size = KIB256;
+    let mut ex = Exchange::new(Start::Resume(state), config, data.clone());
+    let q = ex.send();
+    ex.respond(
+        q.id,
+        308,
+        &[("range", &format!("bytes=0-{}", 3 * KIB256 - 1))],
+        "",
+    );
+    let last = ex.send();
+    assert_eq!(
+        last.body.source,
+        3 * KIB256..len,
+        "no acknowledged byte again"
+    );
+    // The bytes the state did not cover were read to checksum the whole object.
+    assert_eq!(ex.reads.last().map(|r| r.end), Some(len));
+    let hash = crc_header(&data);
+    assert_eq!(header(&last, "x-goog-hash"), Some(hash.as_str()));
+    ex.respond(last.id, 200, &[("x-goog-hash", hash.as_str())], "");
+    assert!(ex.done().unwrap().verified.crc32c);
+    // A claim beyond the whole source is still a violation.
+    let state = saved_after(&data, KIB256, KIB256);
+    let mut ex = Exchange::new(Start::Resume(state), GcsConfig::new(Some(len)), data);
+    let q = ex.send();
+    ex.respond(q.id, 308, &[("range", &format!("bytes=0-{len}"))], "");
+    assert_eq!(
+        ex.done(),
+        Err(Error::Protocol(ProtocolViolation::RangeBeyondSent {
+            claimed: len + 1,
+            sent: len
+        }))
+    );
+}
+
+// G5 (RFC 9110 §14.1): range units are case-insensitive.
+#[test]
+fn g5_range_unit_is_case_insensitive() {
+    let mut ex = Exchange::xml(2 * KIB256, KIB256);
+    let c1 = ex.started();
+    ex.report(&c1, KIB256);
+    ex.respond(
+        c1.id,
+        308,
+        &[("range", &format!("Bytes=0-{}", KIB256 - 1))],
+        "",
+    );
+    assert_eq!(ex.upload.persisted(), KIB256);
+}
+
+// G7: an object resource whose size, crc32c or md5Hash is there but unreadable breaks the
+// protocol; the check is not skipped.
+#[test]
+fn g7_unreadable_object_fields_are_violations() {
+    for body in [
+        r#"{"size":"ten"}"#,
+        r#"{"size":-1}"#,
+        r#"{"size":true}"#,
+        r#"{"size":"10","crc32c":"not base64!"}"#,
+        r#"{"size":"10","crc32c":7}"#,
+        r#"{"size":"10","md5Hash":"AAAA"}"#,
+    ] {
+        let mut ex = Exchange::xml(10, KIB256);
+        let last = ex.started();
+        ex.respond(last.id, 200, &[], body);
+        assert!(
+            matches!(
+                ex.done(),
+                Err(Error::Protocol(ProtocolViolation::MalformedResponse(_)))
+            ),
+            "{body}"
+        );
+    }
+    let mut ex = Exchange::xml(10, KIB256);
+    let last = ex.started();
+    ex.respond(last.id, 200, &[("x-goog-stored-content-length", "1O")], "");
+    assert!(matches!(
+        ex.done(),
+        Err(Error::Protocol(ProtocolViolation::MalformedResponse(_)))
+    ));
+}
+
+// G8: a Retry-After past the retry deadline ends the upload saying so (it can be resumed);
+// with a longer deadline the same wait is honoured.
+#[test]
+fn g8_a_retry_after_past_the_deadline_is_named() {
+    let run = |deadline: u64| {
+        let mut config = GcsConfig::new(Some(10));
+        config.retry.retry_deadline = Duration::from_secs(deadline);
+        config.retry.jitter = Duration::ZERO;
+        let mut ex = Exchange::new(xml_start(), config, source(10));
+        let start = ex.send();
+        ex.respond(start.id, 429, &[("retry-after", "900")], "");
+        let t0 = ex.now;
+        (ex.poll(), t0)
+    };
+    match run(600).0 {
+        Action::Done(Err(e @ Error::WaitBeyondDeadline { .. })) => {
+            assert!(e.is_resumable());
+            assert_eq!(
+                e.to_string(),
+                "the server asked to wait 15 min (HTTP 429 Too Many Requests from storage.example), longer than the retry deadline of 10 min allows"
+            );
+        }
+        other => panic!("expected WaitBeyondDeadline, got {other:?}"),
+    }
+    match run(1200) {
+        (Action::Wait(until), t0) => assert_eq!(until - t0, Duration::from_secs(900)),
+        (other, _) => panic!("expected the wait, got {other:?}"),
+    }
+}
+
+// G8: a host name that does not resolve is retried once, soon, then named in the error; every
+// retry is described (what failed, the wait, the attempt count).
+#[test]
+fn g8_an_unresolvable_host_fails_after_one_retry_and_names_the_host() {
+    let mut config = GcsConfig::new(Some(10));
+    config.retry.jitter = Duration::ZERO;
+    let mut ex = Exchange::new(xml_start(), config, source(10));
+    let start = ex.send();
+    ex.upload
+        .handle_failure(ex.now, start.id, TransportFailure::Resolve)
+        .unwrap();
+    let until = ex.wait();
+    assert_eq!(until - ex.now, Duration::from_secs(1));
+    let retry = ex.upload.last_retry().expect("described").clone();
+    assert_eq!((retry.attempt, retry.max_attempts), (2, 11));
+    assert_eq!(retry.until, until);
+    assert_eq!(retry.endpoint.unwrap().host, "storage.example");
+    ex.now = until;
+    let start = ex.send();
+    ex.upload
+        .handle_failure(ex.now, start.id, TransportFailure::Resolve)
+        .unwrap();
+    let error = ex.done().unwrap_err();
+    assert_eq!(error.to_string(), "could not resolve host storage.example");
+    assert!(matches!(
+        error,
+        Error::Transport {
+            failure: TransportFailure::Resolve,
+            ..
+        }
+    ));
 }

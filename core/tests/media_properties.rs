@@ -959,12 +959,12 @@ fn run(case: &Case) -> Result<Result<MediaCompletion, Error>, TestCaseError> {
             prop_assert_eq!(*polls, case.max_status_polls);
             prop_assert!((case.max_status_polls as usize) < steps);
         }
-        Err(Error::RetriesExhausted { attempts, last }) => {
+        Err(Error::RetriesExhausted { attempts, last, .. }) => {
             prop_assert_eq!(*attempts, case.max_attempts + 1);
             prop_assert_eq!(failures_in_row, *attempts);
             prop_assert_eq!(Some(*last), last_failure);
         }
-        Err(Error::Transport(failure)) => {
+        Err(Error::Transport { failure, .. }) => {
             prop_assert!(!case.retry_transport);
             prop_assert_eq!(Some(*failure), last_transport);
         }

@@ -914,7 +914,11 @@ fn m5_exhausted_retries_name_the_last_cause() {
         ex.done(),
         Err(Error::RetriesExhausted {
             attempts: 2,
-            last: RetryCause::Status(http::StatusCode::SERVICE_UNAVAILABLE)
+            last: RetryCause::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+            endpoint: Some(resumable_core::Endpoint {
+                host: "api.x.com".into(),
+                port: 443
+            }),
         })
     );
 }
@@ -1005,6 +1009,65 @@ fn m5_expiry_is_respected() {
         r#"{"data":{"processing_info":{"state":"pending","check_after_secs":45}}}"#,
     );
     assert_eq!(ex.done(), Err(Error::MediaExpired { after_secs: 30 }));
+}
+
+// M5: every answer that carries expires_after_secs moves the deadline: processing that
+// outlasts INIT's expiry succeeds when FINALIZE and STATUS give the id more time.
+#[test]
+fn m5_later_answers_move_the_expiry() {
+    let mut ex = Exchange::v2(4, 4);
+    ex.initialized(60);
+    let finalize = ex.append_all();
+    ex.now += Duration::from_secs(50);
+    ex.respond(
+        finalize.id,
+        200,
+        &[],
+        r#"{"data":{"id":"1880028106020515840","expires_after_secs":3600,"processing_info":{"state":"in_progress","check_after_secs":45}}}"#,
+    );
+    assert_eq!(
+        ex.upload.expires_at(),
+        Some(ex.now + Duration::from_secs(3600))
+    );
+    ex.now = ex.wait();
+    let status = ex.send();
+    ex.respond(
+        status.id,
+        200,
+        &[],
+        r#"{"data":{"id":"1880028106020515840","expires_after_secs":3550,"processing_info":{"state":"succeeded"}}}"#,
+    );
+    let done = ex.done().expect("processed before the moved deadline");
+    assert_eq!(done.expires_after_secs, Some(3550));
+}
+
+// M5: a saved media id past its wall-clock expiry is not resumed (the caller checks with its
+// clock; the core has none).
+#[test]
+fn m5_an_expired_resume_state_says_so() {
+    let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+    let epoch = httpdate::parse_http_date(date)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut ex = Exchange::v1(8, 4);
+    let init = ex.send();
+    ex.respond(
+        init.id,
+        200,
+        &[("date", date)],
+        &format!(r#"{{"media_id_string":"{ID}","expires_after_secs":3600}}"#),
+    );
+    let state = ex.upload.resume_state().unwrap();
+    assert!(!state.is_expired(epoch + 3599));
+    assert!(state.is_expired(epoch + 3600));
+    let mut undated = state;
+    undated.expires_at_unix = None;
+    assert!(
+        !undated.is_expired(u64::MAX),
+        "no deadline recorded, none assumed"
+    );
 }
 
 // M5: the resume state carries the server's wall-clock expiry (INIT's Date + expires_after_secs).

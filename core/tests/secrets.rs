@@ -353,6 +353,7 @@ fn gcs_errors_never_show_secrets() {
         sent: Some(262_144),
         crc32c: None,
         fingerprint: String::new(),
+        foreign: false,
     };
     w.see("a ResumeState's Debug", format!("{state:?}"));
     gcs_run(

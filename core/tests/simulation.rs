@@ -458,6 +458,12 @@ trait World {
     fn progress_on_success(&self) -> bool {
         false
     }
+    /// A completion may be unprovable (GCS, G3, G7): a restart resumed from a bare session
+    /// URI, so the client cannot vouch for what the server held, or a completion's body was
+    /// garbled, so its checksums are lost.
+    fn unprovable(&self) -> bool {
+        false
+    }
     /// Invariant 1 for a success.
     fn check_success(&self, upload: &Self::U, output: &Self::Output) -> Result<(), String>;
     /// The server's checks of the client.
@@ -506,6 +512,7 @@ struct GcsWorld {
     wrong_location: u16,
     bogus: Vec<String>,
     lying: bool,
+    unprovable: bool,
 }
 
 impl GcsWorld {
@@ -623,6 +630,7 @@ impl GcsWorld {
             wrong_location: if rng.chance(30) { 200 } else { 0 },
             bogus: Vec::new(),
             rng: SimRng::new(rng.next_u64()),
+            unprovable: false,
         }
     }
 }
@@ -637,8 +645,13 @@ impl World for GcsWorld {
     }
 
     fn build(&mut self, saved: Option<&ResumeState>) -> GcsUpload {
+        // A resumed client bounds claims by the total until its session answers (G3).
+        self.sim.set_resumed_client(saved.is_some());
         let start = match saved {
-            Some(s) if self.rng.chance(self.bare) => Start::Session(s.session.clone()),
+            Some(s) if self.rng.chance(self.bare) => {
+                self.unprovable = true;
+                Start::Session(s.session.clone())
+            }
             Some(s) => Start::Resume(s.clone()),
             None => self.start.clone(),
         };
@@ -647,6 +660,10 @@ impl World for GcsWorld {
 
     fn save(upload: &GcsUpload) -> Option<ResumeState> {
         upload.resume_state()
+    }
+
+    fn unprovable(&self) -> bool {
+        self.unprovable
     }
 
     fn serve(&mut self, now: Instant, send: &Send, body: &[u8]) -> Exchange {
@@ -711,6 +728,7 @@ impl World for GcsWorld {
                 // A body cut short or replaced: an unverifiable completion, an unreadable error.
                 let garbage = garble(&mut self.rng, response.body());
                 *response.body_mut() = garbage;
+                self.unprovable |= reply.completion;
             }
         }
         Exchange {
@@ -1122,6 +1140,8 @@ struct Licenses {
     protocol: bool,
     processing_failed: bool,
     unfinished: bool,
+    /// A completion may be `Unproven`: see `World::unprovable` (G3, G7).
+    unproven: bool,
 }
 
 impl Licenses {
@@ -1156,8 +1176,9 @@ impl Licenses {
             return true;
         }
         match e {
-            Error::RetriesExhausted { .. } => self.exhausted,
-            Error::Transport(_) => self.transport,
+            // G8: a server that asks to wait past the deadline ends a run of retries too.
+            Error::RetriesExhausted { .. } | Error::WaitBeyondDeadline { .. } => self.exhausted,
+            Error::Transport { .. } => self.transport,
             Error::Server { .. } => self.server,
             Error::Api { .. } => self.api,
             Error::SessionGone { .. } => self.gone,
@@ -1166,6 +1187,8 @@ impl Licenses {
             Error::Protocol(_) => self.protocol,
             Error::ProcessingFailed { .. } => self.processing_failed,
             Error::ProcessingUnfinished { .. } => self.unfinished,
+            // G7: see `World::unprovable`.
+            Error::Integrity(resumable_core::IntegrityError::Unproven { .. }) => self.unproven,
             _ => false,
         }
     }
@@ -1799,6 +1822,7 @@ impl<W: World> Driver<W> {
                 "ok".to_owned()
             }
             Err(e) => {
+                self.licenses.unproven = self.world.unprovable();
                 ensure!(
                     self.licenses.allow(e),
                     "(6) ended in {e:?}, which nothing that happened licenses ({:?})",

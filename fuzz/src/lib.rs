@@ -486,6 +486,7 @@ pub fn run_gcs(script: &GcsScript) {
             sent: Some(u64::from(s.sent) % (len + 1)),
             crc32c: None,
             fingerprint: String::new(),
+            foreign: false,
         }),
     };
     let unbounded = s.begin == GcsBegin::Session && !s.known_total;

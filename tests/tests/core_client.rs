@@ -8,10 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use resumable_server::{FaultScript, Server, ServerConfig};
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
 use resumable_core::{Action, Error, ProtocolViolation, RetryPolicy, Upload};
+use resumable_server::{FaultScript, Server, ServerConfig};
 
 fn fast_retries() -> RetryPolicy {
     let mut p = RetryPolicy::default();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use md5::Digest as _;
-use resumable_server::{GcsApi, ServerConfig};
 use resumable_core::checksum;
+use resumable_server::{GcsApi, ServerConfig};
 
 fn crc(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)

@@ -7,11 +7,11 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use resumable_server::{RequestKind, Server, ServerConfig};
 use resumable_core::Error;
 use resumable_core::media::{
     ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaUpload, ProcessingState,
 };
+use resumable_server::{RequestKind, Server, ServerConfig};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
 const INIT3: &str = "command=INIT&total_bytes=3&media_type=image%2Fpng";
@@ -1229,9 +1229,11 @@ fn slow_processing_and_short_lived_ids_end_typed() {
         ..ServerConfig::default()
     });
     for api in apis(&server) {
+        // The server's answers count its expiry down (M5: each moves the deadline), so the
+        // last one gave at most the 2 s INIT did.
         assert!(matches!(
             core_upload(media_config(api, Some("tweet_video")), &src),
-            Err(Error::MediaExpired { after_secs: 2 })
+            Err(Error::MediaExpired { after_secs }) if after_secs <= 2
         ));
     }
 }

@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use resumable_server::{RequestKind, Server, ServerConfig, TonRangeForm};
 use resumable_core::ton::{TonCompletion, TonConfig, TonStart, TonUpload};
 use resumable_core::{Action, Error, ProtocolViolation, Upload};
+use resumable_server::{RequestKind, Server, ServerConfig, TonRangeForm};
 
 const MIN: usize = 262_144;
 

@@ -273,8 +273,6 @@ where
         S: Source + ?Sized,
         X: Transport + ?Sized,
     {
-        // No later request starts before an earlier request's source range.
-        let mut send_floor = 0u64;
         let mut total_sent = 0u64;
         let mut last_wait = None;
         loop {
@@ -293,6 +291,7 @@ where
                     let now = self.timer.now();
                     upload.handle_read(now, range.start, bytes)?;
                     let got = range.start..range.start + bytes.len() as u64;
+                    source.release(upload.retained_from());
                     self.emit(upload, &Event::SourceRead { range: got })?;
                 }
                 Action::Send(send) if self.abandoned.as_ref() == Some(&Abandoned::of(&send)) => {
@@ -308,11 +307,7 @@ where
                 }
                 Action::Send(mut send) => {
                     check_content_length(&mut send)?;
-                    let range = send.body.source.clone();
-                    if range.start < range.end {
-                        send_floor = send_floor.max(range.start);
-                    }
-                    source.release(send_floor.max(upload.persisted()));
+                    source.release(upload.retained_from());
                     self.emit(upload, &Event::Sending { send: &send })?;
                     let id = send.id;
                     self.abandoned = Some(Abandoned::of(&send));
@@ -346,7 +341,7 @@ where
                         Some(Abort::Usage(e)) => return Err(DriveError::Usage(e)),
                         None => {}
                     }
-                    source.release(send_floor.max(upload.persisted()));
+                    source.release(upload.retained_from());
                     self.emit(upload, &event)?;
                 }
                 Action::Wait(until) => {

@@ -96,6 +96,7 @@ impl ReqwestTransport {
             // G12: 308 is "resume incomplete", not a redirect.
             .redirect(reqwest::redirect::Policy::none())
             .http1_only()
+            .dns_resolver(Arc::new(NameResolver))
             .user_agent(options.user_agent.as_str());
         if let Some(timeout) = options.connect_timeout {
             builder = builder.connect_timeout(timeout);
@@ -263,8 +264,25 @@ impl http_body::Body for WatchedBody {
 /// The failure an error from sending a request and reading its response head stands for.
 pub(crate) fn classify(error: &reqwest::Error) -> TransportFailure {
     // Nothing reached the server: the connection was never up (DNS, refused, TLS, or the
-    // connect timeout).
+    // connect timeout). A name that does not resolve and an untrusted certificate must be
+    // told apart: they will not mend by waiting (G8).
     if error.is_connect() {
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            if e.downcast_ref::<NameNotResolved>().is_some() {
+                return TransportFailure::Resolve;
+            }
+            #[cfg(feature = "rustls")]
+            if e.downcast_ref::<rustls::Error>().is_some() {
+                return TransportFailure::Tls;
+            }
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if io.kind() == io::ErrorKind::ConnectionRefused {
+                    return TransportFailure::Refused;
+                }
+            }
+            cause = e.source();
+        }
         return TransportFailure::Connect;
     }
     if error.is_timeout() {
@@ -290,12 +308,38 @@ pub(crate) fn classify(error: &reqwest::Error) -> TransportFailure {
     TransportFailure::Other
 }
 
+/// The system resolver (as reqwest's own), reporting a failed lookup as [`NameNotResolved`]
+/// so that it can be told apart from other connect errors.
+struct NameResolver;
+
+impl reqwest::dns::Resolve for NameResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            match tokio::net::lookup_host((name.as_str(), 0)).await {
+                Ok(addrs) => {
+                    let addrs: Vec<_> = addrs.collect();
+                    if addrs.is_empty() {
+                        return Err(Box::new(NameNotResolved) as _);
+                    }
+                    Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+                }
+                Err(_) => Err(Box::new(NameNotResolved) as _),
+            }
+        })
+    }
+}
+
+/// A host name that the system resolver could not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("the host name could not be resolved")]
+struct NameNotResolved;
+
 /// The failure an I/O error from the socket stands for.
 fn classify_io(error: &io::Error) -> TransportFailure {
     use io::ErrorKind as K;
     match error.kind() {
-        K::ConnectionRefused
-        | K::AddrNotAvailable
+        K::ConnectionRefused => TransportFailure::Refused,
+        K::AddrNotAvailable
         | K::AddrInUse
         | K::HostUnreachable
         | K::NetworkUnreachable
@@ -342,7 +386,7 @@ mod tests {
         let kind = |k| classify_io(&io::Error::from(k));
         assert_eq!(
             kind(io::ErrorKind::ConnectionRefused),
-            TransportFailure::Connect
+            TransportFailure::Refused
         );
         assert_eq!(
             kind(io::ErrorKind::ConnectionReset),

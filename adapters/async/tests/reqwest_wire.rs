@@ -18,10 +18,10 @@ use resumable_async::{
     DriveError, Driver, Event, RequestBody, ReqwestOptions, ReqwestTransport, SeekableSource,
     TokioTimer, Transport,
 };
-use resumable_server::{Server, ServerConfig};
 use resumable_core::checksum::crc32c_base64;
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 use resumable_core::{RetryPolicy, TransportFailure};
+use resumable_server::{Server, ServerConfig};
 
 /// One HTTP/1.1 request as read off the socket.
 #[derive(Clone, Debug)]
@@ -361,14 +361,29 @@ async fn status(addr: SocketAddr) -> Result<u16, TransportFailure> {
     .map(|r| r.status().as_u16())
 }
 
-// G8: nothing listening: the connection could not be established.
+// G8: nothing listening: the connection was refused.
 #[tokio::test]
-async fn a_refused_connection_is_connect() {
+async fn a_refused_connection_is_refused() {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    assert_eq!(status(addr).await, Err(TransportFailure::Connect));
+    assert_eq!(status(addr).await, Err(TransportFailure::Refused));
+}
+
+// G8: a host name that does not resolve (`.invalid` never does) is told apart, so the core
+// gives up on it quickly.
+#[tokio::test]
+async fn an_unresolvable_name_is_resolve() {
+    let request = http::Request::put("http://no-such-host.invalid/upload/session")
+        .header("content-length", "0")
+        .body(RequestBody::from_bytes(Vec::new()))
+        .unwrap();
+    let result = transport_with(Duration::from_secs(5)).send(request).await;
+    assert_eq!(
+        result.map(|r| r.status().as_u16()),
+        Err(TransportFailure::Resolve)
+    );
 }
 
 // G8: the server reads the request head and hangs up without answering.

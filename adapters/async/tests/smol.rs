@@ -66,8 +66,8 @@ fn dropping_the_future_mid_chunk_then_resuming_from_the_saved_state() {
 #[test]
 fn a_smol_file_is_a_seekable_source() {
     use resumable_async::{Driver, SeekableSource};
-    use resumable_server::{Server, ServerConfig};
     use resumable_core::gcs::GcsUpload;
+    use resumable_server::{Server, ServerConfig};
 
     smol::block_on(async {
         let server = Server::start(ServerConfig::default()).unwrap();

@@ -6,10 +6,10 @@ use std::time::Duration;
 use futures::io::Cursor;
 use http::HeaderValue;
 use resumable_async::{Driver, ReqwestTransport, SeekableSource, TokioTimer};
-use resumable_server::{Server, ServerConfig};
 use resumable_core::RetryPolicy;
 use resumable_core::media::{ApiVersion, MediaConfig, MediaUpload, ProcessingState};
 use resumable_core::ton::{TonConfig, TonStart, TonUpload};
+use resumable_server::{Server, ServerConfig};
 
 fn data(len: usize) -> Vec<u8> {
     (0..len as u64).map(|i| (i * 7919 % 253) as u8).collect()

@@ -270,8 +270,6 @@ impl<U: Upload> Driver<'_, U> {
         S: Source + ?Sized,
         T: Transport + ?Sized,
     {
-        // No later request starts before an earlier request's source range.
-        let mut send_floor = 0u64;
         let mut total_sent = 0u64;
         let mut last_wait = None;
         loop {
@@ -292,17 +290,14 @@ impl<U: Upload> Driver<'_, U> {
                     let bytes = &bytes[..bytes.len().min(max)];
                     upload.handle_read(now, range.start, bytes)?;
                     let got = range.start..range.start + bytes.len() as u64;
+                    source.release(upload.retained_from());
                     (self.on_event)(upload, &Event::SourceRead { range: got })
                         .map_err(DriveError::Hook)?;
                 }
                 Action::Send(mut send) => {
                     (self.before_send)(&mut send).map_err(DriveError::Hook)?;
                     check_content_length(&mut send)?;
-                    let range = send.body.source.clone();
-                    if range.start < range.end {
-                        send_floor = send_floor.max(range.start);
-                    }
-                    source.release(send_floor.max(upload.persisted()));
+                    source.release(upload.retained_from());
                     (self.on_event)(upload, &Event::Sending { send: &send })
                         .map_err(DriveError::Hook)?;
                     let (result, abort) =
@@ -330,7 +325,7 @@ impl<U: Upload> Driver<'_, U> {
                     if let Some(abort) = abort {
                         return Err(abort.into());
                     }
-                    source.release(send_floor.max(upload.persisted()));
+                    source.release(upload.retained_from());
                     (self.on_event)(upload, &event).map_err(DriveError::Hook)?;
                 }
                 Action::Wait(until) => {

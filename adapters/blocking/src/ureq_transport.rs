@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use resumable_core::TransportFailure;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, SendBody};
 
 use crate::body::RequestBody;
@@ -87,8 +89,13 @@ impl UreqTransport {
         if !options.proxy_from_env {
             config = config.proxy(None);
         }
+        let agent = Agent::with_parts(
+            config.build(),
+            DefaultConnector::default(),
+            NameResolver::default(),
+        );
         UreqTransport {
-            agent: config.build().new_agent(),
+            agent,
             max_response_body: options.max_response_body,
         }
     }
@@ -143,6 +150,26 @@ impl Transport for UreqTransport {
     }
 }
 
+/// ureq's own resolver, except that a failed lookup is reported as such: ureq passes the
+/// resolver's I/O error on unchanged, which cannot be told apart from a socket error, and a
+/// name that does not resolve must fail fast (G8: it will not mend by waiting).
+#[derive(Debug, Default)]
+struct NameResolver(DefaultResolver);
+
+impl Resolver for NameResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match self.0.resolve(uri, config, timeout) {
+            Err(ureq::Error::Io(_)) => Err(ureq::Error::HostNotFound),
+            other => other,
+        }
+    }
+}
+
 /// The failure an error from sending a request and reading its response head stands for.
 pub(crate) fn classify(error: &ureq::Error) -> TransportFailure {
     use ureq::Error as E;
@@ -150,13 +177,13 @@ pub(crate) fn classify(error: &ureq::Error) -> TransportFailure {
         // Nothing reached the server: the connection was never up.
         E::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => TransportFailure::Connect,
         E::Timeout(_) => TransportFailure::Timeout,
-        E::HostNotFound
-        | E::ConnectionFailed
-        | E::Tls(_)
-        | E::ConnectProxyFailed(_)
-        | E::TlsRequired => TransportFailure::Connect,
+        E::HostNotFound => TransportFailure::Resolve,
+        E::Tls(_) => TransportFailure::Tls,
+        E::ConnectionFailed | E::ConnectProxyFailed(_) | E::TlsRequired => {
+            TransportFailure::Connect
+        }
         #[cfg(feature = "rustls")]
-        E::Rustls(_) | E::Pem(_) => TransportFailure::Connect,
+        E::Rustls(_) | E::Pem(_) => TransportFailure::Tls,
         E::Io(io) => classify_io(io),
         // Protocol errors, oversized heads, and errors that cannot happen with this agent's
         // settings (redirects, status errors).
@@ -167,9 +194,17 @@ pub(crate) fn classify(error: &ureq::Error) -> TransportFailure {
 /// The failure an I/O error from the socket stands for.
 fn classify_io(error: &io::Error) -> TransportFailure {
     use io::ErrorKind as K;
+    // rustls reports a failed handshake (an untrusted certificate…) inside an I/O error.
+    #[cfg(feature = "rustls")]
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    {
+        return TransportFailure::Tls;
+    }
     match error.kind() {
-        K::ConnectionRefused
-        | K::AddrNotAvailable
+        K::ConnectionRefused => TransportFailure::Refused,
+        K::AddrNotAvailable
         | K::AddrInUse
         | K::HostUnreachable
         | K::NetworkUnreachable
@@ -212,11 +247,19 @@ mod tests {
         let io = |kind| ureq::Error::Io(io::Error::from(kind));
         assert_eq!(
             classify(&io(io::ErrorKind::ConnectionRefused)),
-            TransportFailure::Connect
+            TransportFailure::Refused
         );
         assert_eq!(
             classify(&ureq::Error::HostNotFound),
-            TransportFailure::Connect
+            TransportFailure::Resolve
+        );
+        #[cfg(feature = "rustls")]
+        assert_eq!(
+            classify(&ureq::Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ))),
+            TransportFailure::Tls
         );
         assert_eq!(
             classify(&ureq::Error::Timeout(ureq::Timeout::Connect)),

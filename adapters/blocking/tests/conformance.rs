@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use resumable_blocking::{Clock, DriveError, Driver, SeekableSource, UreqTransport};
-use resumable_server::{Server, ServerConfig};
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 use resumable_core::{Error, ProtocolViolation, RetryCause};
+use resumable_server::{Server, ServerConfig};
 
 const CHUNK: u64 = 256 * 1024;
 
@@ -233,7 +233,8 @@ fn fatal_faults_end_in_the_typed_error() {
             result,
             Err(DriveError::Upload(Error::RetriesExhausted {
                 attempts: 3,
-                last: RetryCause::Status(StatusCode::SERVICE_UNAVAILABLE)
+                last: RetryCause::Status(StatusCode::SERVICE_UNAVAILABLE),
+                ..
             }))
         ),
         "endless 503: {result:?}"

@@ -763,6 +763,7 @@ fn resuming_a_stream_skips_acknowledged_bytes() {
             crc32c: crc32c::crc32c(&source[..persisted as usize + 1000]),
         }),
         fingerprint: String::new(),
+        foreign: false,
     };
     let mut upload = GcsUpload::new(Start::Resume(state), config(None)).unwrap();
     let mut stream = StreamSource::new(Pipe {

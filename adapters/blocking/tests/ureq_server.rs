@@ -374,16 +374,33 @@ fn send_full(
     transport.send(&put(addr), &mut body)
 }
 
-// G8: nothing listening: the connection could not be established.
+// G8: nothing listening: the connection was refused.
 #[test]
-fn a_refused_connection_is_connect() {
+fn a_refused_connection_is_refused() {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     assert_eq!(
         send(&mut loopback_transport(), addr),
-        Err(TransportFailure::Connect)
+        Err(TransportFailure::Refused)
+    );
+}
+
+// G8: a host name that does not resolve (`.invalid` never does) is told apart from other
+// connect failures, so the core gives up on it quickly.
+#[test]
+fn an_unresolvable_name_is_resolve() {
+    let request = http::Request::put("http://no-such-host.invalid/upload/session")
+        .header("content-length", "0")
+        .body(())
+        .unwrap();
+    let mut body = RequestBody::from_bytes(Vec::new());
+    assert_eq!(
+        loopback_transport()
+            .send(&request, &mut body)
+            .map(|r| r.status()),
+        Err(TransportFailure::Resolve)
     );
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use http::{HeaderMap, HeaderValue};
-use resumable_server::{Server, ServerConfig};
 use resumable_core::media::ProcessingState;
+use resumable_server::{Server, ServerConfig};
 
 use crate::Failure;
 use resumable_core::chunk::GCS_GRANULE;

@@ -167,6 +167,7 @@ mod tests {
                 sent: Some(8),
                 crc32c: None,
                 fingerprint: "f".into(),
+                foreign: false,
             }),
             ..Saved::new("gcs")
         }

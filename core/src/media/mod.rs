@@ -111,7 +111,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
 use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
 use crate::response;
-use crate::retry::{Backoff, RetryPolicy};
+use crate::retry::{Attempt, Backoff, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, check_absolute_http};
 
 pub use plan::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SEGMENTS, SegmentPlan};
@@ -300,6 +300,16 @@ pub struct MediaResumeState {
     pub expires_at_unix: Option<u64>,
     /// The caller's fingerprint of the source (see [`MediaConfig::fingerprint`]).
     pub fingerprint: String,
+}
+
+impl MediaResumeState {
+    /// Whether the media id has expired at `unix_now` (seconds since the Unix epoch, by the
+    /// caller's clock): check before resuming, and start a new upload (a new INIT) when it
+    /// has, since an expired id takes no more APPENDs (M5). `false` when the state records no
+    /// deadline.
+    pub fn is_expired(&self, unix_now: u64) -> bool {
+        self.expires_at_unix.is_some_and(|at| unix_now >= at)
+    }
 }
 
 /// Where server-side processing stands (M4).
@@ -695,6 +705,29 @@ impl MediaUpload {
         }
     }
 
+    /// What the request `kind` was, for retry reports and errors.
+    fn attempt(&self, kind: Kind) -> Attempt {
+        let media = self.media.as_ref();
+        match kind {
+            Kind::Init => Attempt::new(&self.init, None),
+            Kind::Append(index) => Attempt::new(
+                media.map_or(&self.init, |m| &m.append),
+                self.plan.range(index),
+            ),
+            Kind::Finalize => Attempt::new(media.map_or(&self.init, |m| &m.finalize), None),
+            Kind::Status => Attempt::new(media.map_or(&self.init, |m| &m.status), None),
+        }
+    }
+
+    /// Moves the media id's deadline to `secs` after `now` (M5): every answer that carries
+    /// `expires_after_secs` says how long the id is still good for.
+    fn set_expiry(&mut self, now: Instant, headers: &HeaderMap, secs: u64) {
+        self.expires_after_secs = Some(secs);
+        // An absurd value means no deadline.
+        self.expires_at = now.checked_add(Duration::from_secs(secs));
+        self.expires_at_unix = reply::date_secs(headers).and_then(|d| d.checked_add(secs));
+    }
+
     /// Waits until `until` before the next new request, unless the media id expires first
     /// (then waiting is pointless: M5).
     fn wait(&mut self, until: Instant) {
@@ -712,7 +745,8 @@ impl MediaUpload {
     /// Schedules the same request again after a retryable failure (for an APPEND: the same
     /// `segment_index`, M2), or ends the upload when the retry budget is spent.
     fn retry(&mut self, now: Instant, kind: Kind, cause: RetryCause, after: Option<Duration>) {
-        match self.backoff.failure(now, cause, after) {
+        let attempt = self.attempt(kind);
+        match self.backoff.failure(now, cause, after, attempt) {
             Ok(until) => {
                 if let Kind::Append(index) = kind {
                     self.resend.insert(index);
@@ -767,11 +801,8 @@ impl MediaUpload {
         };
         self.media = Some(media);
         if let Some(secs) = created.expires_after_secs {
-            self.expires_after_secs = Some(secs);
-            // M5: measured from when INIT's answer arrived; an absurd value means no deadline.
-            self.expires_at = now.checked_add(Duration::from_secs(secs));
-            self.expires_at_unix =
-                reply::date_secs(response.headers()).and_then(|d| d.checked_add(secs));
+            // M5: measured from when INIT's answer arrived.
+            self.set_expiry(now, response.headers(), secs);
         }
         self.phase = Phase::Append;
         self.backoff.progress();
@@ -828,6 +859,10 @@ impl MediaUpload {
         let expires_after_secs = media
             .get("expires_after_secs")
             .and_then(serde_json::Value::as_u64);
+        // M5: a later answer's expiry replaces INIT's (processing can outlast the first one).
+        if let Some(secs) = expires_after_secs {
+            self.set_expiry(now, response.headers(), secs);
+        }
         let info = match reply::processing_info(media) {
             Ok(info) => info,
             Err(v) => return self.finish(Err(v.into())),
@@ -1080,6 +1115,11 @@ impl MediaUpload {
 impl Upload for MediaUpload {
     type Output = MediaCompletion;
 
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.backoff.last_retry()
+    }
+
     /// Bytes of the acknowledged segments from the start (the contiguous prefix).
     fn persisted(&self) -> u64 {
         self.plan.offset(self.acked_prefix)
@@ -1171,7 +1211,8 @@ impl Upload for MediaUpload {
     ) -> Result<(), UsageError> {
         let kind = self.take(id)?;
         if !self.backoff.policy().retry_transport {
-            self.finish(Err(Error::Transport(failure)));
+            let endpoint = self.attempt(kind).endpoint;
+            self.finish(Err(Error::Transport { failure, endpoint }));
             return Ok(());
         }
         // The server may or may not have the request: send it again as it was (M2: an APPEND

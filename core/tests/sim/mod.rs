@@ -328,6 +328,10 @@ pub struct SimServer {
     requests: u64,
     /// Undo for [`SimServer::response_lost`]: the session and its `acked` before the last reply.
     last_ack: Option<(usize, u64)>,
+    /// The client was resumed in a new process and has not had an answer yet: it bounds a
+    /// claim by the total, not by what it sent (its saved state may be behind), so a claim
+    /// beyond what was sent is a lie it can catch only past the total (G5, G3).
+    resumed_client: bool,
 }
 
 /// A small seeded generator (splitmix64): the simulation's only source of randomness.
@@ -374,6 +378,7 @@ impl SimServer {
             script: VecDeque::new(),
             lie: None,
             lie_skip: 0,
+            resumed_client: false,
             told: None,
             sessions: Vec::new(),
             violations: Vec::new(),
@@ -419,6 +424,12 @@ impl SimServer {
     /// How many requests were handed in.
     pub fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// The client process restarted from a saved state (`true`), or had the first answer of
+    /// its session since (`false`): see the `resumed_client` field.
+    pub fn set_resumed_client(&mut self, resumed: bool) {
+        self.resumed_client = resumed;
     }
 
     /// The driver lost the last response after all (its process died before reading it): the
@@ -662,7 +673,14 @@ impl SimServer {
             let response = self.object_response(i, status, true, Some(lie));
             return self.lie_reply(Some(i), fate, response, Expect::Exact(expect.into()));
         }
+        let resumed_total = self
+            .resumed_client
+            .then(|| self.sessions[i].total.or(total))
+            .flatten();
+        let resumed_client = self.resumed_client;
         let lie = self.lie_now(|l| match l {
+            // A resumed client bounds claims by the total: the lie must pass it.
+            Lie::RangeBeyondSent { .. } if resumed_client => resumed_total.is_some(),
             Lie::RangeBeyondSent { .. }
             | Lie::RangeNotFromZero { .. }
             | Lie::GarbageRange(_)
@@ -679,6 +697,7 @@ impl SimServer {
             Lie::RangeBeyondSent { extra } => {
                 // A client that sent nothing may read `bytes=0-0` as "nothing" (an emulator
                 // quirk the core accepts), so claim at least two bytes then.
+                let sent = resumed_total.unwrap_or(sent);
                 let claimed = sent + extra.max(if sent == 0 { 2 } else { 1 });
                 response = response.header(http::header::RANGE, format!("bytes=0-{}", claimed - 1));
                 ProtocolViolation::RangeBeyondSent { claimed, sent }
@@ -731,6 +750,8 @@ impl SimServer {
 
     /// 308 with the truthful `Range` (G5), or 200 + override when asked (G11).
     fn progress(&mut self, i: usize, fate: Fate, headers: &HeaderMap) -> Reply {
+        // The client learns what the session holds: its bound is what it sent again.
+        self.resumed_client = false;
         let stored = self.sessions[i].stored.len() as u64;
         let no_308 = self.knobs.honour_no_308
             && headers.get("x-guploader-no-308").map(HeaderValue::as_bytes) == Some(b"yes");

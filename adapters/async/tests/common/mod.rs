@@ -16,10 +16,10 @@ use resumable_async::{
     DriveError, Driver, Event, Exchange, Progress, RequestBody, SeekableSource, SourceError,
     StreamSource, Timer, Transport,
 };
-use resumable_server::{LogEntry, RequestKind, Server, ServerConfig};
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Stats};
 use resumable_core::{Error, ProtocolViolation, RetryPolicy, TransportFailure};
+use resumable_server::{LogEntry, RequestKind, Server, ServerConfig};
 
 pub const KIB: u64 = 1024;
 pub const CHUNK: u64 = 256 * KIB;
