@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `X_BEARER_TOKEN` | [`CredentialKind::Bearer`]: app-only Bearer (compliance C1/C3) or an OAuth 2 user token (media v2 M6) |
 //! | `X_CONSUMER_KEY`, `X_CONSUMER_SECRET`, `X_ACCESS_TOKEN`, `X_ACCESS_TOKEN_SECRET` | [`CredentialKind::OAuth1`]: OAuth 1.0a user context (TON, media) |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`; `AWS_REGION` (else `AWS_DEFAULT_REGION`) | AWS Signature Version 4 for S3: [`crate::AwsCredentials::from_env`], [`crate::AwsRegion::from_env`] |
 //!
 //! An empty variable counts as unset. Errors name variables, never values; `Debug` and
 //! `Display` of [`Credentials`] show only the kind.
@@ -26,6 +27,16 @@ pub const CONSUMER_SECRET: &str = "X_CONSUMER_SECRET";
 pub const ACCESS_TOKEN: &str = "X_ACCESS_TOKEN";
 /// The OAuth 1.0a access token secret.
 pub const ACCESS_TOKEN_SECRET: &str = "X_ACCESS_TOKEN_SECRET";
+/// The AWS access key ID (SigV4).
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+/// The AWS secret access key (SigV4).
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// The session token of temporary AWS credentials (optional).
+pub const AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+/// The AWS region requests are signed for.
+pub const AWS_REGION: &str = "AWS_REGION";
+/// The AWS region when `AWS_REGION` is unset.
+pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
 
 /// A credential value that cannot be used. Names what, never the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

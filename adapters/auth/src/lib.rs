@@ -41,7 +41,12 @@
 //! // … now send `send.request` with `send.body`, exactly as signed.
 //! ```
 //!
-//! Credentials for the command-line tool come from the environment: [`Credentials::from_env`].
+//! What SigV4 signs (S12) is in [`sigv4`]: each request on its own, with `x-amz-date`, the
+//! request's `x-amz-content-sha256` (else `UNSIGNED-PAYLOAD`; the body is never read) and the
+//! session token; presigned URLs (S13) are left alone.
+//!
+//! Credentials for the command-line tool come from the environment: [`Credentials::from_env`],
+//! and for S3 [`AwsCredentials::from_env`] and [`AwsRegion::from_env`].
 //! No `Debug`, `Display` or error of this crate shows a secret.
 
 #![forbid(unsafe_code)]
@@ -53,16 +58,21 @@ pub mod entropy;
 pub mod oauth1;
 pub mod scope;
 mod signer;
+pub mod sigv4;
 
 pub use bearer::{BearerSigner, BearerToken};
 pub use credentials::{
-    ACCESS_TOKEN, ACCESS_TOKEN_SECRET, BEARER_TOKEN, CONSUMER_KEY, CONSUMER_SECRET,
+    ACCESS_TOKEN, ACCESS_TOKEN_SECRET, AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, AWS_REGION,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEARER_TOKEN, CONSUMER_KEY, CONSUMER_SECRET,
     CredentialError, CredentialKind, Credentials, EnvError,
 };
 pub use entropy::{NonceSource, OsNonce, SystemWallClock, WallClock};
 pub use oauth1::{OAuth1Keys, OAuth1Signer};
 pub use scope::{ApiPrefix, Decision, ScopeError, SignScope, SkipReason};
 pub use signer::{AnySigner, NoAuth, SignError, Signed, Signer, form_body};
+pub use sigv4::{AwsCredentials, AwsEnvError, AwsRegion, SigV4Signer};
 
+#[cfg(test)]
+mod sigv4_tests;
 #[cfg(test)]
 mod tests;
