@@ -1,4 +1,4 @@
-//! Twitter/X batch compliance job (rules C1–C3 in `PROTOCOLS.md`): create the job, upload the
+//! Twitter/X batch compliance job (rules C1–C3 in `docs/protocols`): create the job, upload the
 //! ids to its `upload_url` through the [`gcs`](crate::gcs) state machine, and poll the job
 //! until it is `complete`.
 //!

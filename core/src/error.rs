@@ -327,7 +327,7 @@ pub enum UsageError {
     },
 }
 
-/// The server broke the protocol. Each variant names the rule (see `PROTOCOLS.md`).
+/// The server broke the protocol. Each variant names the rule (see `docs/protocols`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolViolation {

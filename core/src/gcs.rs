@@ -1,4 +1,4 @@
-//! Google Cloud Storage resumable upload (rules G1–G12 in `PROTOCOLS.md`), the protocol behind
+//! Google Cloud Storage resumable upload (rules G1–G12 in `docs/protocols`), the protocol behind
 //! Twitter's batch compliance `upload_url`.
 //!
 //! The whole state machine is in this file: [`GcsUpload::poll_action`] decides the next step

@@ -1,4 +1,4 @@
-//! Twitter TON (Twitter Object Nest) resumable upload (rules T1–T6 in `PROTOCOLS.md`).
+//! Twitter TON (Twitter Object Nest) resumable upload (rules T1–T6 in `docs/protocols`).
 //!
 //! The whole state machine is in this file: [`TonUpload::poll_action`] decides the next step
 //! from the state, and `handle_*` move the state on. In words:

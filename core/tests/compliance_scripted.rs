@@ -1,6 +1,6 @@
 //! Scripted exchanges of the Twitter/X batch compliance job (C1–C3, over G1–G8): each test
 //! builds a job, feeds it responses, and asserts the exact requests (method, URI, headers,
-//! body) and the outcome. Rule ids from PROTOCOLS.md.
+//! body) and the outcome. Rule ids from docs/protocols.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! What the fuzz targets in `fuzz/` found, replayed as plain scripted tests (rule ids from
-//! `PROTOCOLS.md`). Each was a core bug, fixed since.
+//! `docs/protocols`). Each was a core bug, fixed since.
 
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 //! Property tests: `GcsUpload` driven against thousands of random `SimServer` behaviours
 //! (partial persistence, lost requests and responses, 5xx/429/408 bursts with and without
-//! `Retry-After`, process restarts, lies). Rule ids are from `PROTOCOLS.md`.
+//! `Retry-After`, process restarts, lies). Rule ids are from `docs/protocols`.
 //!
 //! The driver below is the crate docs' loop (poll, act, hand the result back; time jumps to
 //! each `Action::Wait` instant) with an assertion at every step. What every case checks:

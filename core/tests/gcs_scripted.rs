@@ -1,5 +1,5 @@
 //! Scripted exchanges: each test builds an upload, feeds it responses, and asserts the exact
-//! requests (method, URI, headers, body range) and the outcome. Rule ids from PROTOCOLS.md.
+//! requests (method, URI, headers, body range) and the outcome. Rule ids from docs/protocols.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};

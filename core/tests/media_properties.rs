@@ -2,7 +2,7 @@
 //! behaviours (lost requests and responses, 5xx/408/429 bursts with and without
 //! `x-rate-limit-reset`/`Retry-After`, one final refusal in any of the M5 shapes, processing
 //! sequences of random length ending in `succeeded`, `failed` or an `error`), in both API forms
-//! and with 1 to 4 APPENDs in flight. Rule ids are from `PROTOCOLS.md`.
+//! and with 1 to 4 APPENDs in flight. Rule ids are from `docs/protocols`.
 //!
 //! The driver is the crate docs' loop (poll, act, hand the result back), extended for several
 //! requests in flight: it answers outstanding requests in random order and jumps the clock to

@@ -1,6 +1,6 @@
 //! Scripted exchanges of the Twitter/X media upload: each test builds an upload, feeds it
 //! responses, and asserts the exact requests (method, URI, headers, body prefix/range/suffix)
-//! and the outcome. Rule ids from PROTOCOLS.md. APPEND bodies are checked by parsing the
+//! and the outcome. Rule ids from docs/protocols. APPEND bodies are checked by parsing the
 //! assembled body (prefix + source bytes + suffix) with `multer`.
 
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
 //! Deterministic simulation: every upload (GCS, TON, media v1.1 and v2) against a seeded
 //! simulated server on a simulated clock, 10,000 seeds per protocol by default. Rule ids are
-//! from `PROTOCOLS.md`.
+//! from `docs/protocols`.
 //!
 //! # Running it
 //!

@@ -1,5 +1,5 @@
 //! Property tests: `TonUpload` driven against thousands of random behaviours of a simulated TON
-//! server (rules T1–T6 in `PROTOCOLS.md`): persistence of random multiples of the minimum chunk
+//! server (rules T1–T6 in `docs/protocols`): persistence of random multiples of the minimum chunk
 //! size, both `Range` forms and both readings of N (T5), 408/429/5xx bursts with and without
 //! `Retry-After`, requests lost before or after the server stored them, uploads that expire or
 //! vanish, refusals, process restarts from the saved state, lies, and links of random speed.

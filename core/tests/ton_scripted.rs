@@ -1,6 +1,6 @@
 //! Scripted exchanges for TON: each test builds an upload, feeds it responses, and asserts the
 //! exact requests (method, URI, headers, body range) and the outcome. Rule ids (T1–T6) are
-//! from PROTOCOLS.md.
+//! from docs/protocols.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! A loopback conformance server for the resumable-upload protocols of `PROTOCOLS.md`, with
+//! A loopback conformance server for the resumable-upload protocols of `docs/protocols`, with
 //! fault injection and inspection, for tests, demos (`resumable serve`, `resumable demo`)
 //! and benchmarks.
 //!

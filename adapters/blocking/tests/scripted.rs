@@ -1,5 +1,5 @@
 //! The driver against scripted GCS exchanges (closures, no sockets): each test names the
-//! behaviour it checks and the rule it comes from (PROTOCOLS.md).
+//! behaviour it checks and the rule it comes from (docs/protocols).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

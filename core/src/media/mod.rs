@@ -1,4 +1,4 @@
-//! Twitter/X `media/upload` chunked upload (rules M1–M7 in `PROTOCOLS.md`), in both API forms:
+//! Twitter/X `media/upload` chunked upload (rules M1–M7 in `docs/protocols`), in both API forms:
 //! v1.1 (`upload.twitter.com/1.1/media/upload.json`, form fields, `media_id_string`) and X API
 //! v2 (`api.x.com/2/media/upload/…`, JSON requests, `data`-wrapped answers).
 //!

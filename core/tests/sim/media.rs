@@ -1,4 +1,4 @@
-//! `MediaServer`: a simulated Twitter/X `media/upload` server (rules M1–M6 in `PROTOCOLS.md`),
+//! `MediaServer`: a simulated Twitter/X `media/upload` server (rules M1–M6 in `docs/protocols`),
 //! v1.1 or v2, for the deterministic simulation: in-process, seeded, and on the driver's clock
 //! (the server's wall clock is [`WALL_START`] plus the time since its first request).
 //!

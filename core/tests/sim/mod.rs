@@ -1,5 +1,5 @@
 //! `SimServer`: a simulated Google Cloud Storage resumable-upload server (rules G1–G11 in
-//! `PROTOCOLS.md`), driven in-process: no sockets, no clock, no global randomness.
+//! `docs/protocols`), driven in-process: no sockets, no clock, no global randomness.
 //!
 //! The driver hands every request the core emits to [`SimServer::handle`] together with the
 //! body bytes it would send, and gets back a [`Reply`]: a response or a transport failure. The

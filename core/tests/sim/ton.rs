@@ -1,4 +1,4 @@
-//! `TonServer`: a simulated Twitter TON resumable-upload server (rules T1–T6 in `PROTOCOLS.md`)
+//! `TonServer`: a simulated Twitter TON resumable-upload server (rules T1–T6 in `docs/protocols`)
 //! for the deterministic simulation: in-process, seeded, and on the driver's clock (the `now`
 //! each request is handed in with; the server's wall clock is [`WALL_START`] plus the time
 //! since the first request).
