@@ -29,7 +29,7 @@ impl ChunkSize {
                 rule: "must be greater than zero",
             });
         }
-        if size % granule != 0 {
+        if !size.is_multiple_of(granule) {
             return Err(UsageError::ChunkSize {
                 size,
                 rule: "must be a multiple of the protocol's granule (256 KiB for GCS)",

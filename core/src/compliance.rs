@@ -791,10 +791,10 @@ impl ComplianceJob {
         if state.job.job_type != config.job_type {
             return Err(UsageError::StateMismatch("it is a job of the other type"));
         }
-        if let (Some(a), Some(b)) = (state.total, config.total) {
-            if a != b {
-                return Err(UsageError::StateMismatch("the file's size differs"));
-            }
+        if let (Some(a), Some(b)) = (state.total, config.total)
+            && a != b
+        {
+            return Err(UsageError::StateMismatch("the file's size differs"));
         }
         if !valid_id(&state.job.id) {
             return Err(UsageError::StateMismatch("its job id is not usable"));
@@ -899,10 +899,10 @@ impl ComplianceJob {
     /// Save it whenever it changes, before sending the next request.
     pub fn resume_state(&self) -> Option<ComplianceResumeState> {
         let job = self.job.as_ref()?;
-        if let Some(Err(Error::Compliance(e))) = &self.outcome {
-            if !e.is_resumable() {
-                return None;
-            }
+        if let Some(Err(Error::Compliance(e))) = &self.outcome
+            && !e.is_resumable()
+        {
+            return None;
         }
         let (phase, gcs) = match &self.stage {
             Stage::Create => return None,
@@ -1346,23 +1346,23 @@ impl Upload for ComplianceJob {
         if self.outcome.is_some() {
             return Err(UsageError::Finished);
         }
-        if let Some((inner, outer)) = self.inner_in_flight {
-            if outer == id {
-                // C2: an answer short of completion at or after the upload URL's expiry
-                // means the upload cannot finish.
-                let expired =
-                    !response.status().is_success() && self.past_upload_expiry(response.headers());
-                let Stage::Gcs(upload) = &mut self.stage else {
-                    return Err(UsageError::UnknownRequest(id.0));
-                };
-                upload.handle_response(now, inner, response)?;
-                self.inner_in_flight = None;
-                if expired {
-                    self.keep_inner_stats();
-                    self.upload_url_expired();
-                }
-                return Ok(());
+        if let Some((inner, outer)) = self.inner_in_flight
+            && outer == id
+        {
+            // C2: an answer short of completion at or after the upload URL's expiry
+            // means the upload cannot finish.
+            let expired =
+                !response.status().is_success() && self.past_upload_expiry(response.headers());
+            let Stage::Gcs(upload) = &mut self.stage else {
+                return Err(UsageError::UnknownRequest(id.0));
+            };
+            upload.handle_response(now, inner, response)?;
+            self.inner_in_flight = None;
+            if expired {
+                self.keep_inner_stats();
+                self.upload_url_expired();
             }
+            return Ok(());
         }
         match self.in_flight {
             Some((current, kind)) if current == id => {
@@ -1383,15 +1383,15 @@ impl Upload for ComplianceJob {
         if self.outcome.is_some() {
             return Err(UsageError::Finished);
         }
-        if let Some((inner, outer)) = self.inner_in_flight {
-            if outer == id {
-                let Stage::Gcs(upload) = &mut self.stage else {
-                    return Err(UsageError::UnknownRequest(id.0));
-                };
-                upload.handle_failure(now, inner, failure)?;
-                self.inner_in_flight = None;
-                return Ok(());
-            }
+        if let Some((inner, outer)) = self.inner_in_flight
+            && outer == id
+        {
+            let Stage::Gcs(upload) = &mut self.stage else {
+                return Err(UsageError::UnknownRequest(id.0));
+            };
+            upload.handle_failure(now, inner, failure)?;
+            self.inner_in_flight = None;
+            return Ok(());
         }
         match self.in_flight {
             Some((current, kind)) if current == id => {

@@ -768,13 +768,13 @@ impl GcsUpload {
             }
             _ => claimed,
         };
-        if let Some(total) = self.total {
-            if claimed > total {
-                return Err(ProtocolViolation::RangeBeyondSent {
-                    claimed,
-                    sent: total,
-                });
-            }
+        if let Some(total) = self.total
+            && claimed > total
+        {
+            return Err(ProtocolViolation::RangeBeyondSent {
+                claimed,
+                sent: total,
+            });
         }
         if claimed < self.persisted {
             return Err(ProtocolViolation::PersistedWentBackwards {
@@ -1026,11 +1026,11 @@ impl GcsUpload {
                 );
                 // The final request carries the whole source's checksums for the server (G7).
                 let is_final = *total == Some(range.end);
-                if is_final && self.hasher.len() == range.end {
-                    if let Some(v) = checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
-                    {
-                        headers.insert(X_GOOG_HASH, v);
-                    }
+                if is_final
+                    && self.hasher.len() == range.end
+                    && let Some(v) = checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
+                {
+                    headers.insert(X_GOOG_HASH, v);
                 }
                 report_sent = self.checksums.any() && self.hasher.len() < range.end;
                 (Method::PUT, self.session_uri(), Body::source(range.clone()))
@@ -1108,10 +1108,10 @@ impl Upload for GcsUpload {
             }
             self.wait_until = None;
         }
-        if self.next != Next::Cancel {
-            if let Some(range) = self.prefix_read() {
-                return Action::Read(Read { range });
-            }
+        if self.next != Next::Cancel
+            && let Some(range) = self.prefix_read()
+        {
+            return Action::Read(Read { range });
         }
         let kind = match self.next {
             Next::Start => Kind::Start,
@@ -1279,12 +1279,11 @@ impl Upload for GcsUpload {
 /// The status to act on: `200` with `X-Http-Status-Code-Override: 308` is a 308 (G11).
 fn effective_status(response: &Response<Bytes>) -> StatusCode {
     let status = response.status();
-    if status == StatusCode::OK {
-        if let Some(v) = response.headers().get(X_HTTP_STATUS_CODE_OVERRIDE) {
-            if v.as_bytes().trim_ascii() == b"308" {
-                return StatusCode::PERMANENT_REDIRECT;
-            }
-        }
+    if status == StatusCode::OK
+        && let Some(v) = response.headers().get(X_HTTP_STATUS_CODE_OVERRIDE)
+        && v.as_bytes().trim_ascii() == b"308"
+    {
+        return StatusCode::PERMANENT_REDIRECT;
     }
     status
 }

@@ -114,10 +114,10 @@ pub fn parse_content_range(value: &[u8]) -> Option<ContentRange> {
                 return None;
             }
             let end = b.checked_add(1)?;
-            if let Some(t) = total {
-                if end > t {
-                    return None;
-                }
+            if let Some(t) = total
+                && end > t
+            {
+                return None;
             }
             Some(a..end)
         }

@@ -110,6 +110,14 @@ pub struct Retrying {
     pub until: Instant,
 }
 
+impl Retrying {
+    /// What failed, in words, naming the server: "HTTP 503 Service Unavailable from
+    /// storage.example", "connection to storage.example reset".
+    pub fn cause_in_words(&self) -> String {
+        crate::error::RetryCauseDisplay(&self.cause, self.endpoint.as_ref()).to_string()
+    }
+}
+
 /// What a failed request was: its server and the source bytes it carried (for errors and for
 /// [`Retrying`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -230,23 +238,23 @@ impl Backoff {
             return Err(exhausted);
         }
         let mut delay = self.backoff(self.failures);
-        if let RetryCause::Transport(failure) = cause {
-            if failure.is_lasting() {
-                // An unresolvable name or an untrusted certificate: one quick retry (a
-                // resolver or a network may have hiccuped), then the upload ends.
-                self.lasting += 1;
-                if self.lasting > 1 {
-                    return Err(Error::Transport {
-                        failure,
-                        endpoint: attempt.endpoint,
-                    });
-                }
-                delay = delay.min(
-                    self.policy
-                        .initial_backoff
-                        .saturating_add(self.policy.jitter),
-                );
+        if let RetryCause::Transport(failure) = cause
+            && failure.is_lasting()
+        {
+            // An unresolvable name or an untrusted certificate: one quick retry (a
+            // resolver or a network may have hiccuped), then the upload ends.
+            self.lasting += 1;
+            if self.lasting > 1 {
+                return Err(Error::Transport {
+                    failure,
+                    endpoint: attempt.endpoint,
+                });
             }
+            delay = delay.min(
+                self.policy
+                    .initial_backoff
+                    .saturating_add(self.policy.jitter),
+            );
         }
         let server_wait = retry_after.map(|after| after.min(self.policy.max_retry_after));
         if let Some(wait) = server_wait {

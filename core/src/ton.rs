@@ -562,7 +562,7 @@ impl TonUpload {
         if state.persisted > state.sent
             || state.sent > state.total
             || state.persisted >= state.total
-            || state.persisted % limits.min != 0
+            || !state.persisted.is_multiple_of(limits.min)
         {
             return Err(UsageError::StateMismatch("its offsets are inconsistent"));
         }
@@ -887,7 +887,7 @@ impl TonUpload {
             held <= self.sent
                 && held >= self.persisted
                 && held < self.total
-                && (held == chunk_end || held % min == 0)
+                && (held == chunk_end || held.is_multiple_of(min))
         };
         match (possible(n), possible(end)) {
             (true, _) => Ok(n),
@@ -944,10 +944,10 @@ impl TonUpload {
 
     /// Sets the chunk size to the fitted `wanted` (T4).
     fn resize(&mut self, wanted: u64) {
-        if let Some(limits) = self.limits {
-            if let Ok(chunk) = ChunkSize::new(limits.fit(wanted), limits.min) {
-                self.chunk = Some(chunk);
-            }
+        if let Some(limits) = self.limits
+            && let Ok(chunk) = ChunkSize::new(limits.fit(wanted), limits.min)
+        {
+            self.chunk = Some(chunk);
         }
     }
 

@@ -139,11 +139,11 @@ impl Exchange {
 
     fn poll(&mut self) -> Action<CompletedJob> {
         let action = self.job.poll_action(self.now);
-        if let Action::Send(s) = &action {
-            if self.ids.last() != Some(&s.id) {
-                assert!(!self.ids.contains(&s.id), "request id {:?} reused", s.id);
-                self.ids.push(s.id);
-            }
+        if let Action::Send(s) = &action
+            && self.ids.last() != Some(&s.id)
+        {
+            assert!(!self.ids.contains(&s.id), "request id {:?} reused", s.id);
+            self.ids.push(s.id);
         }
         action
     }

@@ -538,11 +538,11 @@ impl<'a> Driver<'a> {
         );
 
         let crash = self.case.crashes.iter().find(|c| c.at_send == self.sends);
-        if let (Some(crash), Some(saved)) = (crash, self.saved.clone()) {
-            if reply.lie.is_none() {
-                self.sim.response_lost();
-                return self.restart(saved, crash.bare);
-            }
+        if let (Some(crash), Some(saved)) = (crash, self.saved.clone())
+            && reply.lie.is_none()
+        {
+            self.sim.response_lost();
+            return self.restart(saved, crash.bare);
         }
         match &reply.outcome {
             Ok(response) => self

@@ -314,10 +314,10 @@ impl SimServer {
         }
         self.burst_left = 0;
         let reply = self.honest(send, elapsed, &mut effects);
-        if let Reply::Response(r) = &reply {
-            if r.status().is_success() {
-                self.faults_in_row = 0;
-            }
+        if let Reply::Response(r) = &reply
+            && r.status().is_success()
+        {
+            self.faults_in_row = 0;
         }
         (reply, effects)
     }

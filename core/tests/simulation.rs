@@ -211,10 +211,10 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Runs the protocol's seeds (see the module docs for the environment variables), reporting
 /// every failing seed with the command that reproduces it.
 fn simulate(protocol: Protocol) {
-    if let Ok(only) = std::env::var("SIM_PROTOCOL") {
-        if only != protocol.name() {
-            return;
-        }
+    if let Ok(only) = std::env::var("SIM_PROTOCOL")
+        && only != protocol.name()
+    {
+        return;
     }
     if let Some(seed) = env_u64("SIM_SEED") {
         match catch(protocol, seed, true) {

@@ -702,7 +702,11 @@ impl<'c> Server<'c> {
             Some(cr) if cr.range.as_ref() == Some(&body) && cr.total == Some(total) => {}
             other => self.violation(format!("Content-Range {other:?} for body {body:?}")),
         }
-        if len == 0 || len >= CHUNK_LIMIT || len > max || (body.end < total && len % min != 0) {
+        if len == 0
+            || len >= CHUNK_LIMIT
+            || len > max
+            || (body.end < total && !len.is_multiple_of(min))
+        {
             self.violation(format!(
                 "chunk {body:?} breaks min {min} / max {max} / 64 MiB"
             ));
@@ -717,7 +721,11 @@ impl<'c> Server<'c> {
         let now_secs = secs(wall);
         if now_secs >= upload.expires_secs || upload.deleted {
             let expired = now_secs >= upload.expires_secs;
-            let status = if self.random() % 2 == 0 { 404 } else { 410 };
+            let status = if self.random().is_multiple_of(2) {
+                404
+            } else {
+                410
+            };
             let mut headers = vec![];
             if self.case.dated_gone {
                 headers.push(("date".into(), self.date(wall)));
@@ -1197,15 +1205,14 @@ fn run(case: &Case) -> Result<Ending, TestCaseError> {
                     upload
                         .location()
                         .and_then(|l| Server::upload_at(l.expose()))
-                }) {
-                    if let Some(u) = server.uploads.get(id) {
-                        prop_assert!(
-                            upload.persisted() <= u.held || lie_told,
-                            "persisted {} but the server holds {}",
-                            upload.persisted(),
-                            u.held
-                        );
-                    }
+                }) && let Some(u) = server.uploads.get(id)
+                {
+                    prop_assert!(
+                        upload.persisted() <= u.held || lie_told,
+                        "persisted {} but the server holds {}",
+                        upload.persisted(),
+                        u.held
+                    );
                 }
             }
         }

@@ -539,10 +539,10 @@ fn check_signed(ctx: &Ctx<'_>, api: GcsApi) -> Option<Response> {
         .req
         .query_param("X-Goog-Expires")
         .and_then(crate::http::parse_u64);
-    if let (Some(date), Some(expires)) = (date, expires) {
-        if SystemTime::now() > date + Duration::from_secs(expires) {
-            return Some(error(api, 400, "ExpiredToken: the signed URL has expired"));
-        }
+    if let (Some(date), Some(expires)) = (date, expires)
+        && SystemTime::now() > date + Duration::from_secs(expires)
+    {
+        return Some(error(api, 400, "ExpiredToken: the signed URL has expired"));
     }
     None
 }
@@ -718,14 +718,14 @@ pub(crate) fn put(ctx: &mut Ctx<'_>, session: &Arc<Session>) -> Outcome {
         ));
     }
     let limit = put.total.or(st.total).or(st.declared);
-    if let (Some(range), Some(limit)) = (&put.range, limit) {
-        if range.end > limit {
-            return Outcome::Respond(error(
-                api,
-                400,
-                &format!("the range ends past the object's size {limit}"),
-            ));
-        }
+    if let (Some(range), Some(limit)) = (&put.range, limit)
+        && range.end > limit
+    {
+        return Outcome::Respond(error(
+            api,
+            400,
+            &format!("the range ends past the object's size {limit}"),
+        ));
     }
     match put.range.clone() {
         None if !put.open_ended => {
@@ -805,12 +805,12 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
     let ContentRange { range, total } = parse_content_range(value.as_bytes())
         .ok_or_else(|| "Failed to parse Content-Range header.".to_owned())?;
     let carried = range.as_ref().map_or(0, |r| r.end - r.start);
-    if let Some(n) = length {
-        if n != carried {
-            return Err(format!(
-                "Content-Length {n} does not match the Content-Range, which carries {carried} bytes"
-            ));
-        }
+    if let Some(n) = length
+        && n != carried
+    {
+        return Err(format!(
+            "Content-Length {n} does not match the Content-Range, which carries {carried} bytes"
+        ));
     }
     Ok(Put {
         range,

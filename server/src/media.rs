@@ -1114,15 +1114,15 @@ fn status(
     }
     let fault = ctx.faults.processing;
     let mut polled = false;
-    if let Some(p) = &mut st.processing {
-        if !p.done() {
-            p.polls = p.polls.saturating_add(1);
-            polled = true;
-            if let Some(f) = fault {
-                p.end = f.end;
-                if let Some(k) = f.polls {
-                    p.end_at = p.polls.saturating_add(k);
-                }
+    if let Some(p) = &mut st.processing
+        && !p.done()
+    {
+        p.polls = p.polls.saturating_add(1);
+        polled = true;
+        if let Some(f) = fault {
+            p.end = f.end;
+            if let Some(k) = f.polls {
+                p.end_at = p.polls.saturating_add(k);
             }
         }
     }

@@ -642,10 +642,10 @@ fn resume_incomplete(ctx: &Ctx<'_>, stored: u64) -> Response {
     let claimed = stored.saturating_add(f.lie.unwrap_or(0));
     let start = f.range_start.unwrap_or(0);
     let mut r = Response::new(308);
-    if !f.no_range {
-        if let Some(value) = form.value(start, claimed) {
-            r = r.header("Range", value);
-        }
+    if !f.no_range
+        && let Some(value) = form.value(start, claimed)
+    {
+        r = r.header("Range", value);
     }
     r
 }

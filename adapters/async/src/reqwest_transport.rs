@@ -276,10 +276,10 @@ pub(crate) fn classify(error: &reqwest::Error) -> TransportFailure {
             if e.downcast_ref::<rustls::Error>().is_some() {
                 return TransportFailure::Tls;
             }
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if io.kind() == io::ErrorKind::ConnectionRefused {
-                    return TransportFailure::Refused;
-                }
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && io.kind() == io::ErrorKind::ConnectionRefused
+            {
+                return TransportFailure::Refused;
             }
             cause = e.source();
         }
@@ -363,13 +363,13 @@ fn classify_body_error(error: &reqwest::Error) -> TransportFailure {
     }
     let mut cause = error.source();
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if matches!(
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
                 io.kind(),
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) {
-                return TransportFailure::Timeout;
-            }
+            )
+        {
+            return TransportFailure::Timeout;
         }
         cause = e.source();
     }

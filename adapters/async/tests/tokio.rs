@@ -93,12 +93,11 @@ async fn an_interrupt_keeps_the_session_and_cancel_deletes_it() {
     let (signal, interrupted) = futures::channel::oneshot::channel::<()>();
     let mut signal = Some(signal);
     let mut driver = Driver::new(TokioTimer).on_event(move |_: &GcsUpload, event: &Event<'_>| {
-        if let Event::Response { status, .. } = event {
-            if status.as_u16() == 308 {
-                if let Some(signal) = signal.take() {
-                    let _ = signal.send(());
-                }
-            }
+        if let Event::Response { status, .. } = event
+            && status.as_u16() == 308
+            && let Some(signal) = signal.take()
+        {
+            let _ = signal.send(());
         }
         Ok(())
     });
@@ -149,12 +148,11 @@ async fn resuming_a_stream_skips_acknowledged_bytes() {
     let mut signal = Some(signal);
     let mut driver =
         Driver::new(TokioTimer).on_event(move |upload: &GcsUpload, event: &Event<'_>| {
-            if let Event::Response { .. } = event {
-                if upload.persisted() >= 1024 * KIB {
-                    if let Some(signal) = signal.take() {
-                        let _ = signal.send(upload.resume_state().unwrap());
-                    }
-                }
+            if let Event::Response { .. } = event
+                && upload.persisted() >= 1024 * KIB
+                && let Some(signal) = signal.take()
+            {
+                let _ = signal.send(upload.resume_state().unwrap());
             }
             Ok(())
         });

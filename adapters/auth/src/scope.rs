@@ -235,10 +235,10 @@ impl SignScope {
     /// [`SignScope::exclude_uri`] on a scope a signer already holds (reach it with the
     /// signer's `scope_mut`): for a URI learnt mid-flow, before the first request to it.
     pub fn add_exclusion(&mut self, uri: &Uri) {
-        if let Some(key) = exclusion_key(uri) {
-            if !self.excluded.contains(&key) {
-                self.excluded.push(key);
-            }
+        if let Some(key) = exclusion_key(uri)
+            && !self.excluded.contains(&key)
+        {
+            self.excluded.push(key);
         }
     }
 
@@ -252,10 +252,10 @@ impl SignScope {
         if is_capability_url(uri) {
             return Decision::Skip(SkipReason::CapabilityUrl);
         }
-        if let Some(key) = exclusion_key(uri) {
-            if self.excluded.contains(&key) {
-                return Decision::Skip(SkipReason::Excluded);
-            }
+        if let Some(key) = exclusion_key(uri)
+            && self.excluded.contains(&key)
+        {
+            return Decision::Skip(SkipReason::Excluded);
         }
         if self.allowed.iter().any(|prefix| prefix.covers(uri)) {
             Decision::Sign

@@ -559,12 +559,12 @@ fn the_state_saved_at_sending_covers_the_request() {
     Driver::new()
         .clock(FakeClock::new())
         .on_event(|upload: &GcsUpload, event: &Event<'_>| {
-            if let Event::Sending { send } = event {
-                if !send.body.source.is_empty() {
-                    let state = upload.resume_state().expect("a session exists");
-                    assert!(state.sent >= Some(send.body.source.end));
-                    checked += 1;
-                }
+            if let Event::Sending { send } = event
+                && !send.body.source.is_empty()
+            {
+                let state = upload.resume_state().expect("a session exists");
+                assert!(state.sent >= Some(send.body.source.end));
+                checked += 1;
             }
             Ok(())
         })
@@ -634,10 +634,10 @@ fn an_interrupt_returns_without_cancelling_the_session() {
         .clock(FakeClock::new())
         .interrupt(flag)
         .on_event(move |_: &GcsUpload, event: &Event<'_>| {
-            if let Event::Response { status, .. } = event {
-                if status.as_u16() == 308 {
-                    raise.store(true, Ordering::SeqCst);
-                }
+            if let Event::Response { status, .. } = event
+                && status.as_u16() == 308
+            {
+                raise.store(true, Ordering::SeqCst);
             }
             Ok(())
         })

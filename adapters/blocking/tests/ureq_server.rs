@@ -57,12 +57,10 @@ fn read_request(reader: &mut BufReader<TcpStream>, with_body: bool) -> Option<Re
         headers,
         body: Vec::new(),
     };
-    if with_body {
-        if let Some(len) = request.header("content-length") {
-            let len: usize = len.parse().ok()?;
-            request.body.resize(len, 0);
-            reader.read_exact(&mut request.body).ok()?;
-        }
+    if with_body && let Some(len) = request.header("content-length") {
+        let len: usize = len.parse().ok()?;
+        request.body.resize(len, 0);
+        reader.read_exact(&mut request.body).ok()?;
     }
     Some(request)
 }
@@ -151,10 +149,10 @@ fn tiny_gcs(state: Arc<Mutex<GcsState>>) -> SocketAddr {
                 }
                 if span != "*" {
                     state.chunks_seen += 1;
-                    if state.chunks_seen == 2 {
-                        if let Some(status) = state.refuse_second_chunk.take() {
-                            return write_response(&mut stream, status, &[], b"");
-                        }
+                    if state.chunks_seen == 2
+                        && let Some(status) = state.refuse_second_chunk.take()
+                    {
+                        return write_response(&mut stream, status, &[], b"");
                     }
                     let start: usize = span.split_once('-').unwrap().0.parse().unwrap();
                     let mut keep = request.body.len();

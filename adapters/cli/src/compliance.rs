@@ -13,25 +13,24 @@ use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use http::Uri;
-use resumable_auth::{
-    AnySigner, BEARER_TOKEN, CredentialKind, Credentials, EnvError, SignScope, Signer as _,
-};
-use resumable_blocking::{DriveError, Driver, Event, HookError, Source, UreqTransport};
+use resumable_auth::{BEARER_TOKEN, CredentialKind, Credentials, EnvError, SignScope};
+use resumable_blocking::{DriveError, Event};
 use resumable_core::compliance::{
-    CompletedJob, ComplianceConfig, ComplianceJob, ComplianceResumeState, DEFAULT_API_BASE,
-    JobError, JobType, Phase, SavedPhase,
+    CompletedJob, ComplianceConfig, ComplianceJob, DEFAULT_API_BASE, JobError, JobType, Phase,
+    SavedPhase,
 };
 use resumable_core::{Error, Upload as _};
 
 use crate::Failure;
-use crate::output::Progress;
-use crate::run::{self, RunArgs, Saveable as _, open_input, parse_url, seed, usage};
-use crate::size::human;
-use crate::state;
+use crate::output::{Progress, print_result};
+use crate::run::{
+    self, Run, RunArgs, Saveable as _, Started, StateFile, open_input, parse_url, unix_now, usage,
+};
+use crate::size::{human, parse_duration};
 
 /// What the file's ids are (C1 `type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,9 +76,10 @@ pub struct ComplianceArgs {
     /// Where the JSON Lines results go (default: stdout).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
-    /// Print the outcome as one JSON object on stdout (needs --out for the results).
+    /// Print the outcome as one JSON object on stdout, also on failure (needs --out for the
+    /// results).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Bytes per upload request: a multiple of 256 KiB.
     #[arg(long, value_name = "SIZE", default_value = "8MiB")]
     chunk_size: String,
@@ -105,8 +105,13 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     }
     let (api_base, base_text) = api_base(&args.api_base)?;
     let chunk = crate::gcs::chunk_size(&args.chunk_size)?;
-    let poll_deadline =
-        parse_duration(&args.poll_deadline).map_err(|e| usage(format!("--poll-deadline: {e}")))?;
+    let poll_deadline = parse_duration(&args.poll_deadline)
+        .and_then(|d| {
+            (!d.is_zero())
+                .then_some(d)
+                .ok_or_else(|| "must be greater than zero".to_owned())
+        })
+        .map_err(|e| usage(format!("--poll-deadline: {e}")))?;
     let job_type = JobType::from(args.job_type);
 
     // C1, C3: app-only Bearer, signed on API requests only.
@@ -125,24 +130,29 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     let signer = credentials.into_signer(scope);
 
     let mut input = open_input(&args.file)?;
-    let key = format!(
-        "compliance|{job_type}|{base_text}|{}",
+    let destination = format!(
+        "{job_type}|{base_text}|{}",
         args.name.as_deref().unwrap_or("")
     );
-    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
-    let saved = run::load_state(state_path.as_deref())?
-        .and_then(|s| s.compliance)
-        .filter(|s| s.fingerprint == input.fingerprint && s.job.job_type == job_type);
+    let (state, saved) = StateFile::open(
+        args.run.state.as_deref(),
+        &input,
+        "compliance",
+        &destination,
+        &base_text,
+    )?;
+    let saved = saved.and_then(|s| s.compliance);
     if let Some(saved) = &saved {
         // C2: an unfinished upload cannot go on past upload_expires_at.
         if let Err(e) = saved.check_upload_url(unix_now()) {
-            if let Some(p) = &state_path {
-                state::remove(p);
-            }
-            return Err(Failure::Upload(vec![
-                format!("cannot continue the saved job: {e}"),
-                "the next run creates a new job".into(),
-            ]));
+            state.remove();
+            return Err(Failure::upload(
+                "compliance_job",
+                vec![
+                    format!("cannot continue the saved job: {e}"),
+                    "the next run creates a new job".into(),
+                ],
+            ));
         }
     }
 
@@ -152,15 +162,12 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     config.chunk_size = chunk;
     config.poll_deadline = poll_deadline;
     config.fingerprint = input.fingerprint.clone();
-    config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.run.max_retries;
+    args.run.apply(&mut config.retry)?;
     let resumed = saved.as_ref().map(|s| (s.job.id.clone(), s.phase));
     let mut job = match saved {
-        Some(state) => ComplianceJob::resume(config, state).map_err(|e| {
+        Some(saved) => ComplianceJob::resume(config, saved).map_err(|e| {
             // A state that cannot be used would stop every later run: drop it.
-            if let Some(p) = &state_path {
-                state::remove(p);
-            }
+            state.remove();
             usage(format!(
                 "the saved job cannot be continued ({e}); its state was removed, so the next \
                  run creates a new job"
@@ -177,226 +184,187 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         };
         progress.note(&format!("continuing compliance job {id}: {doing}"));
     }
-    let session = Session {
-        state_path: state_path.as_deref(),
+    let stage = Cell::new(job.phase());
+    let mut narrator = Narrator {
+        total: input.total,
+        announced: job.job().is_some(),
+        shown_polls: 0,
+    };
+    let run = Run {
+        state: &state,
         progress: &progress,
         interrupt: interrupt.clone(),
-        total: input.total,
+        signer: Some(signer),
     };
-    let (result, stage) = session.drive(&mut job, input.source.as_mut(), signer);
+    let result = run::drive(
+        &mut job,
+        input.source.as_mut(),
+        input.total,
+        run,
+        &mut |job: &ComplianceJob, event: &Event<'_>, progress: &Progress| {
+            if job.phase() != Phase::Done {
+                stage.set(job.phase());
+            }
+            narrator.narrate(job, event, progress);
+        },
+    );
     let done = match result {
         Ok(done) => done,
         Err(DriveError::Upload(Error::Compliance(verdict))) => {
-            return Err(session.verdict(&job, verdict));
+            return Err(job_verdict(&state, &job, verdict));
         }
-        Err(DriveError::Upload(e)) => return Err(session.stage_failure(&job, stage, &e)),
-        Err(e) => return Err(run::failure(e, &job, &args.file, state_path.as_deref())),
+        Err(DriveError::Upload(e)) => return Err(stage_failure(&state, &job, stage.get(), &e)),
+        Err(e) => {
+            return Err(run::failure(
+                e,
+                &job,
+                &args.file,
+                &state,
+                Started::default(),
+            ));
+        }
     };
 
     // Keep the job until its results are safely downloaded: a run interrupted from here on
     // polls the same job once more and downloads again.
-    if let (Some(p), Some(state)) = (state_path.as_deref(), job.resume_state()) {
-        state::save(p, &ComplianceJob::saved(state))
-            .map_err(|e| Failure::Upload(vec![format!("saving the resume state failed: {e}")]))?;
+    if let Some(saved) = job.resume_state() {
+        state.save(ComplianceJob::saved(saved)).map_err(|e| {
+            Failure::upload(
+                "local",
+                vec![format!("saving the resume state failed: {e}")],
+            )
+        })?;
     }
     let id = done.job.id.clone();
     let downloaded = match download(&done, args.out.as_deref(), args.run.max_retries, &interrupt) {
         Ok(d) => d,
         Err(DownloadError::Interrupted) => {
-            return Err(Failure::Interrupted(format!(
+            return Err(Failure::interrupted(format!(
                 "compliance job {id} is complete; run the same command again to download its \
                  results"
-            )));
+            ))
+            .with_resume(true, job.total(), state.path().map(Path::to_path_buf)));
         }
         Err(e) => {
-            return Err(Failure::Upload(vec![
-                format!("downloading the results of compliance job {id} failed: {e}"),
-                "the job is kept: run the same command again to download them".into(),
-            ]));
+            return Err(Failure::upload(
+                "download",
+                vec![
+                    format!("downloading the results of compliance job {id} failed: {e}"),
+                    "the job is kept: run the same command again to download them".into(),
+                ],
+            )
+            .with_resume(true, job.total(), state.path().map(Path::to_path_buf)));
         }
     };
-    if let Some(p) = state_path.as_deref() {
-        state::remove(p);
-    }
-    report(&args, &job, &done, &downloaded, resumed.is_some());
-    Ok(())
+    state.remove();
+    report(&args, &job, &done, &downloaded, resumed.is_some())
 }
 
-/// What one drive of the job shares with its hooks.
-struct Session<'a> {
-    state_path: Option<&'a Path>,
-    progress: &'a Progress,
-    interrupt: Arc<AtomicBool>,
+/// The job's own lines while it runs: its creation, and each status poll.
+struct Narrator {
     total: Option<u64>,
+    announced: bool,
+    shown_polls: u32,
 }
 
-impl Session<'_> {
-    /// Drives the job to its verdict with the blocking driver, saving its state before every
-    /// request and after every response, and showing the upload's progress and each status
-    /// poll. Returns how it ended and the phase it was in last.
-    fn drive(
-        &self,
-        job: &mut ComplianceJob,
-        source: &mut dyn Source,
-        mut signer: AnySigner,
-    ) -> (Result<CompletedJob, DriveError>, Phase) {
-        let mut last_saved: Option<ComplianceResumeState> = None;
-        let stage = Cell::new(job.phase());
-        let mut shown_polls = 0u32;
-        let mut announced = job.job().is_some();
-        let mut transport = UreqTransport::new();
-        let (progress, total, state_path) = (self.progress, self.total, self.state_path);
-        let result = Driver::new()
-            .interrupt(self.interrupt.clone())
-            .before_send(move |send| {
-                signer
-                    .sign_send(send)
-                    .map_err(|e| -> HookError { Box::new(e) })?;
-                Ok(())
-            })
-            .on_event(|job: &ComplianceJob, event| {
-                if job.phase() != Phase::Done {
-                    stage.set(job.phase());
+impl Narrator {
+    fn narrate(&mut self, job: &ComplianceJob, event: &Event<'_>, progress: &Progress) {
+        match event {
+            Event::Sending { .. } | Event::Response { .. } => {
+                if let (false, Some(info)) = (self.announced, job.job()) {
+                    self.announced = true;
+                    progress.note(&format!(
+                        "created compliance job {} ({}); uploading {}",
+                        info.id,
+                        info.job_type,
+                        human(self.total.unwrap_or(0))
+                    ));
                 }
-                match event {
-                    Event::Sending { .. } | Event::Response { .. } => {
-                        if let Some(path) = state_path {
-                            save_if_changed(path, job, &mut last_saved)?;
-                        }
-                        if let (false, Some(info)) = (announced, job.job()) {
-                            announced = true;
-                            progress.note(&format!(
-                                "created compliance job {} ({}); uploading {}",
-                                info.id,
-                                info.job_type,
-                                human(total.unwrap_or(0))
-                            ));
-                        }
-                        if matches!(job.phase(), Phase::Upload | Phase::Poll) {
-                            progress.set(job.persisted(), total);
-                        }
-                        let polls = job.stats().polls;
-                        if polls > shown_polls {
-                            shown_polls = polls;
-                            if let Some(info) = job.job() {
-                                progress.note(&format!(
-                                    "compliance job {}: {} (status poll {polls})",
-                                    info.id, info.status
-                                ));
-                            }
-                        }
+                let polls = job.stats().polls;
+                if polls > self.shown_polls {
+                    self.shown_polls = polls;
+                    if let Some(info) = job.job() {
+                        progress.note(&format!(
+                            "compliance job {}: {} (status poll {polls})",
+                            info.id, info.status
+                        ));
                     }
-                    Event::Progress(p) if job.phase() == Phase::Upload => {
-                        progress.set(p.source_position, total)
-                    }
-                    Event::Failure { failure, .. } => {
-                        progress.note(&format!("transport failure ({failure}); will retry"))
-                    }
-                    Event::Waiting { until } => {
-                        let secs = until
-                            .saturating_duration_since(Instant::now())
-                            .as_secs_f64();
-                        match job.phase() {
-                            Phase::Poll => {
-                                progress.note(&format!("next status poll in {secs:.0} s"))
-                            }
-                            Phase::Create | Phase::Upload => {
-                                progress.note(&format!("retrying in {secs:.0} s"))
-                            }
-                            Phase::Done => {}
-                        }
-                    }
-                    _ => {}
                 }
-                Ok(())
-            })
-            .drive(job, source, &mut transport);
-        self.progress.finish();
-        if let (Some(p), Err(DriveError::Interrupted)) = (self.state_path, &result) {
-            let _ = save_if_changed(p, job, &mut None);
+            }
+            // A poll's wait (a retry's wait is described by the shared handling).
+            Event::Waiting { until }
+                if job.phase() == Phase::Poll
+                    && job.last_retry().is_none_or(|r| r.until != *until) =>
+            {
+                let secs = until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64();
+                progress.note(&format!("next status poll in {secs:.0} s"));
+            }
+            _ => {}
         }
-        (result, stage.get())
-    }
-
-    /// The job ran its course without completing (C3): failed, expired, its upload URL
-    /// expired, or the poll deadline passed (then it is kept to poll again).
-    fn verdict(&self, job: &ComplianceJob, verdict: JobError) -> Failure {
-        let mut lines = vec![verdict.to_string()];
-        if verdict.is_resumable() {
-            if let Some(p) = self.state_path {
-                let _ = save_if_changed(p, job, &mut None);
-                lines.push("the job is kept: run the same command again to poll it again".into());
-            }
-        } else {
-            if let Some(p) = self.state_path {
-                state::remove(p);
-            }
-            lines.push(match verdict {
-                JobError::Failed { .. } => {
-                    "check that the file holds one numeric id per line; the next run creates a \
-                     new job"
-                        .into()
-                }
-                _ => "the next run creates a new job".into(),
-            });
-        }
-        Failure::Upload(lines)
-    }
-
-    /// A stage broke (the network, a refusal, a protocol violation): say which, keep the job
-    /// when it can be continued.
-    fn stage_failure(
-        &self,
-        job: &ComplianceJob,
-        stage: Phase,
-        error: &resumable_core::Error,
-    ) -> Failure {
-        let id = job.job().map_or_else(String::new, |j| j.id.clone());
-        let what = match stage {
-            Phase::Create => "creating the compliance job failed".to_owned(),
-            Phase::Upload => format!("uploading the ids of compliance job {id} failed"),
-            Phase::Poll | Phase::Done => format!("polling compliance job {id} failed"),
-        };
-        let mut lines = vec![format!("{what}: {error}")];
-        let kept = error.is_resumable() && job.resume_state().is_some();
-        match (kept, self.state_path) {
-            (true, Some(p)) => {
-                let _ = save_if_changed(p, job, &mut None);
-                lines.push(format!(
-                    "the job is kept: run the same command again to continue it (resume \
-                     state: {})",
-                    p.display()
-                ));
-            }
-            (_, p) => {
-                if let Some(p) = p {
-                    state::remove(p);
-                }
-                if job.job().is_some() {
-                    lines.push("the next run creates a new job".into());
-                }
-            }
-        }
-        Failure::Upload(lines)
     }
 }
 
-/// Saves the job's state when it differs from what was saved last.
-fn save_if_changed(
-    path: &Path,
+/// The job ran its course without completing (C3): failed, expired, its upload URL
+/// expired, or the poll deadline passed (then it is kept to poll again).
+fn job_verdict(state: &StateFile, job: &ComplianceJob, verdict: JobError) -> Failure {
+    let mut lines = vec![verdict.to_string()];
+    if verdict.is_resumable() && job.resume_state().is_some() && state.path().is_some() {
+        if let Some(saved) = job.resume_state() {
+            let _ = state.save(ComplianceJob::saved(saved));
+        }
+        lines.push("the job is kept: run the same command again to poll it again".into());
+        return Failure::upload("compliance_job", lines).with_resume(
+            true,
+            job.total(),
+            state.path().map(Path::to_path_buf),
+        );
+    }
+    state.remove();
+    lines.push(match verdict {
+        JobError::Failed { .. } => {
+            "check that the file holds one numeric id per line; the next run creates a new job"
+                .into()
+        }
+        _ => "the next run creates a new job".into(),
+    });
+    Failure::upload("compliance_job", lines)
+}
+
+/// A stage broke (the network, a refusal, a protocol violation): say which, keep the job
+/// when it can be continued.
+fn stage_failure(
+    state: &StateFile,
     job: &ComplianceJob,
-    last: &mut Option<ComplianceResumeState>,
-) -> Result<(), HookError> {
-    let Some(current) = job.resume_state() else {
-        return Ok(());
+    stage: Phase,
+    error: &resumable_core::Error,
+) -> Failure {
+    let id = job.job().map_or_else(String::new, |j| j.id.clone());
+    let what = match stage {
+        Phase::Create => "creating the compliance job failed".to_owned(),
+        Phase::Upload => format!("uploading the ids of compliance job {id} failed"),
+        Phase::Poll | Phase::Done => format!("polling compliance job {id} failed"),
     };
-    if last.as_ref() == Some(&current) {
-        return Ok(());
+    let mut lines = vec![format!("{what}: {error}")];
+    let kind = run::error_kind(error);
+    match (job.resume_state(), state.path()) {
+        (Some(saved), Some(p)) if error.is_resumable() => {
+            let _ = state.save(ComplianceJob::saved(saved));
+            lines.push(format!(
+                "the job is kept: run the same command again to continue it (resume state: {})",
+                p.display()
+            ));
+            Failure::upload(kind, lines).with_resume(true, Some(job.persisted()), Some(p.into()))
+        }
+        _ => {
+            state.remove();
+            if job.job().is_some() {
+                lines.push("the next run creates a new job".into());
+            }
+            Failure::upload(kind, lines)
+        }
     }
-    state::save(path, &ComplianceJob::saved(current.clone()))
-        .map_err(|e| format!("saving the resume state failed: {e}"))?;
-    *last = Some(current);
-    Ok(())
 }
 
 /// What the download found.
@@ -648,7 +616,7 @@ fn report(
     done: &CompletedJob,
     downloaded: &Downloaded,
     resumed: bool,
-) {
+) -> Result<(), Failure> {
     let stats = job.stats();
     let out = args
         .out
@@ -684,6 +652,7 @@ fn report(
     }
     if args.json {
         let json = serde_json::json!({
+            "ok": true,
             "protocol": "compliance",
             "job_id": done.job.id,
             "type": done.job.job_type.as_str(),
@@ -700,8 +669,9 @@ fn report(
             "requests": stats.requests + downloaded.requests,
             "retries": stats.retries + downloaded.retries,
         });
-        println!("{json}");
+        print_result(&json.to_string())?;
     }
+    Ok(())
 }
 
 /// The API base from `--api-base`: absolute http(s) without a query; a URL ending in
@@ -727,34 +697,6 @@ fn api_base(text: &str) -> Result<(Uri, String), Failure> {
     Ok((parsed, base))
 }
 
-/// `90m`, `2h`, `3600s`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 90m, 2h or 3600s"))?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        _ => return Err(format!("'{text}' is not a duration like 90m, 2h or 3600s")),
-    };
-    if secs == 0 {
-        return Err("must be greater than zero".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,16 +716,6 @@ mod tests {
         }
         assert!(api_base("https://api.x.com/?a=1").is_err());
         assert!(api_base("api.x.com").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
     }
 
     #[test]

@@ -54,15 +54,15 @@ struct Row {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
-    let size = parse_size(&args.size).map_err(|e| Failure::Usage(format!("--size: {e}")))?;
+    let size = parse_size(&args.size).map_err(|e| Failure::usage(format!("--size: {e}")))?;
     let dir = tempdir()?;
     let file = dir.join("demo.bin");
     write_source(&file, size)
-        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", file.display())))?;
+        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", file.display())))?;
     let source = std::fs::read(&file)
-        .map_err(|e| Failure::Usage(format!("cannot read back the demo file: {e}")))?;
+        .map_err(|e| Failure::usage(format!("cannot read back the demo file: {e}")))?;
     let server = Server::start(ServerConfig::default())
-        .map_err(|e| Failure::Usage(format!("cannot start the embedded server: {e}")))?;
+        .map_err(|e| Failure::usage(format!("cannot start the embedded server: {e}")))?;
     println!("embedded conformance server at {}", server.base_url());
     println!(
         "uploading a generated file of {} ({size} bytes)\n",
@@ -120,10 +120,10 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         first
     });
     if interrupt.load(Ordering::SeqCst) {
-        return Err(Failure::Interrupted("demo stopped".into()));
+        return Err(Failure::interrupted("demo stopped".into()));
     }
     let (report, resumes) = match first {
-        Err(Failure::Interrupted(_)) => {
+        Err(failure) if failure.is_interrupted() => {
             let held = server
                 .sessions()
                 .into_iter()
@@ -165,6 +165,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
             state: Some(dir.join("ton.state")),
             no_progress: !progress,
             max_retries: 10,
+            retry_deadline: None,
         },
     };
     let report = ton::execute(&ton_args, interrupt.clone())?;
@@ -206,6 +207,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
             state: Some(dir.join("media.state")),
             no_progress: !progress,
             max_retries: 10,
+            retry_deadline: None,
         },
     };
     let report = media::execute(&media_args, interrupt.clone())?;
@@ -260,9 +262,10 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         println!("\nevery stored object is byte-identical to the file");
         Ok(())
     } else {
-        Err(Failure::Upload(vec![
-            "a stored object differs from the source".into(),
-        ]))
+        Err(Failure::upload(
+            "integrity",
+            vec!["a stored object differs from the source".into()],
+        ))
     }
 }
 
@@ -274,9 +277,13 @@ fn job(file: &Path, url: String, chunk: u64, state: &Path, progress: bool) -> Jo
         chunk,
         content_type: HeaderValue::from_static("application/octet-stream"),
         start_headers: HeaderMap::new(),
-        state: Some(state.to_path_buf()),
-        progress,
-        max_retries: 10,
+        recheck: true,
+        run: RunArgs {
+            state: Some(state.to_path_buf()),
+            no_progress: !progress,
+            max_retries: 10,
+            retry_deadline: None,
+        },
     }
 }
 
@@ -374,6 +381,6 @@ fn write_source(path: &Path, size: u64) -> std::io::Result<()> {
 fn tempdir() -> Result<PathBuf, Failure> {
     let dir = std::env::temp_dir().join(format!("resumable-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
 }

@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Uri};
 use resumable_core::SessionUri;
 use resumable_core::chunk::{GCS_GRANULE, round_to_granule};
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
 
 use crate::Failure;
-use crate::output::Progress;
+use crate::output::{Progress, print_result};
 use crate::run::{
-    self, Run, RunArgs, open_input, parse_headers, parse_url, redact_query, seed, usage,
+    self, Run, RunArgs, Started, StateFile, open_input, parse_headers, parse_url, redact_query,
+    usage,
 };
 use crate::size::{human, parse_size};
 
@@ -44,9 +45,14 @@ pub struct GcsArgs {
     /// An extra header for the start request, 'Name: value' (repeatable; e.g. Authorization).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<String>,
-    /// Print the outcome as one JSON object on stdout.
+    /// Print the outcome as one JSON object on stdout (also on failure).
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// On resume, do not read the already uploaded part of the file again to check that it
+    /// has not changed (faster for a huge file; you accept that the stored object may then mix
+    /// two versions of it).
+    #[arg(long)]
+    no_resume_check: bool,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
@@ -89,12 +95,10 @@ pub struct Job {
     pub content_type: HeaderValue,
     /// Extra headers for the start request.
     pub start_headers: HeaderMap,
-    /// An explicit state file (else the default one, none for stdin).
-    pub state: Option<PathBuf>,
-    /// Show a progress bar (when stderr is a terminal).
-    pub progress: bool,
-    /// Failed attempts in a row before giving up.
-    pub max_retries: u32,
+    /// On resume, read the uploaded part again and compare it with the saved checksum.
+    pub recheck: bool,
+    /// The state file, progress and retry options.
+    pub run: RunArgs,
 }
 
 /// What a finished upload reports.
@@ -114,32 +118,68 @@ pub fn run(args: GcsArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         file: args.file,
         url: args.url,
         session: args.session,
-        state: args.run.state,
-        progress: !args.run.no_progress,
-        max_retries: args.run.max_retries,
+        recheck: !args.no_resume_check,
+        run: args.run,
     };
     let report = execute(&job, interrupt)?;
-    report_success(args.json, &report);
-    Ok(())
+    report_success(args.json, &job, &report)
+}
+
+/// Refuses URLs that are not what `resumable gcs` takes, saying what is meant instead.
+fn check_url(url: &str, session: bool) -> Result<Uri, Failure> {
+    if url.starts_with("gs://") {
+        return Err(Failure::usage_lines(
+            "usage",
+            vec![
+                "a gs:// URL names an object, not an upload URL".into(),
+                "get a signed upload URL with: gcloud storage sign-url --http-verb=POST \
+                 --headers=x-goog-resumable=start gs://BUCKET/OBJECT"
+                    .into(),
+                "or use the JSON API with a token: resumable gcs FILE \
+                 'https://storage.googleapis.com/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT' \
+                 -H \"Authorization: Bearer $(gcloud auth print-access-token)\""
+                    .into(),
+            ],
+        ));
+    }
+    let uri = parse_url(url, "URL")?;
+    let names_a_session = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("upload_id=")));
+    if names_a_session && !session {
+        return Err(Failure::usage_lines(
+            "usage",
+            vec![
+                "the URL is an upload session (it has upload_id=), not a URL to start one at"
+                    .into(),
+                "to resume that session, add --session".into(),
+            ],
+        ));
+    }
+    Ok(uri)
 }
 
 /// Runs one upload to its end: resumes from the saved state when there is one, saves the
 /// state before every request and after every response, removes it on success.
 pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure> {
-    let url = parse_url(&job.url, "URL")?;
+    let url = check_url(&job.url, job.session)?;
     let mut input = open_input(&job.file)?;
-    let key = format!("gcs|{}|{}", job.session, job.url);
-    let state_path = run::state_path(job.state.as_deref(), &input, &key)?;
-    let saved = run::load_state(state_path.as_deref())?
-        .and_then(|s| s.gcs)
-        .filter(|s| s.fingerprint == input.fingerprint);
+    let destination = format!("{}|{}", job.session, job.url);
+    let (state, saved) = StateFile::open(
+        job.run.state.as_deref(),
+        &input,
+        "gcs",
+        &destination,
+        &job.url,
+    )?;
+    let saved = saved.and_then(|s| s.gcs);
 
     let mut config = GcsConfig::new(input.total);
     config.chunk_size = job.chunk;
     config.start_headers = job.start_headers.clone();
     config.fingerprint = input.fingerprint.clone();
-    config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = job.max_retries;
+    config.recheck_prefix = job.recheck;
+    job.run.apply(&mut config.retry)?;
     let content_type = job.content_type.clone();
     let start = match saved {
         Some(state) => Start::Resume(state),
@@ -164,32 +204,46 @@ pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure>
     let resuming = matches!(start, Start::Resume(_) | Start::Session(_));
     let mut upload = GcsUpload::new(start, config).map_err(|e| usage(e.to_string()))?;
 
-    let progress = Progress::new(job.progress, input.total, &input.label);
+    let progress = Progress::new(!job.run.no_progress, input.total, &input.label);
     if resuming {
-        progress.note("resuming the saved upload session");
+        progress.note(if job.recheck && input.total.is_some() {
+            "resuming the saved upload session (checking the part already uploaded first)"
+        } else {
+            "resuming the saved upload session"
+        });
     }
     // GCS needs no signing: signed URLs and session URIs are the credentials (G1, C2).
     let run = Run {
-        state_path: state_path.as_deref(),
+        state: &state,
         progress: &progress,
         interrupt,
         signer: None,
     };
-    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+    let started = Started {
+        from_session: job.session,
+    };
+    match run::drive(
+        &mut upload,
+        input.source.as_mut(),
+        input.total,
+        run,
+        &mut |_, _, _| {},
+    ) {
         Ok(done) => Ok(Report {
             done,
             stats: upload.stats(),
         }),
-        Err(e) => Err(run::failure(e, &upload, &job.file, state_path.as_deref())),
+        Err(e) => Err(run::failure(e, &upload, &job.file, &state, started)),
     }
 }
 
-fn report_success(json: bool, report: &Report) {
+fn report_success(json: bool, job: &Job, report: &Report) -> Result<(), Failure> {
     let (done, stats) = (&report.done, report.stats);
     let crc = done.crc32c.map(resumable_core::checksum::crc32c_base64);
     if json {
         let location = done.object.as_ref().and_then(|o| o.media_link.clone());
         let out = serde_json::json!({
+            "ok": true,
             "protocol": "gcs",
             "bytes": done.size,
             "status": done.status.as_u16(),
@@ -200,14 +254,17 @@ fn report_success(json: bool, report: &Report) {
                 "size": done.verified.size,
                 "crc32c": done.verified.crc32c,
                 "md5": done.verified.md5,
+                "whole_input": done.verified.whole_source,
             },
             "resumed_from": stats.resumed_from.unwrap_or(0),
             "requests": stats.requests,
             "retries": stats.retries,
         });
-        println!("{out}");
+        print_result(&out.to_string())
     } else {
-        let checked = if done.verified.crc32c {
+        let checked = if done.verified.crc32c && !done.verified.whole_source {
+            "CRC32C verified by the server (the part uploaded before the resume was not re-read)"
+        } else if done.verified.crc32c {
             "CRC32C verified by the server"
         } else if crc.is_some() {
             "CRC32C sent for the server to check"
@@ -218,13 +275,21 @@ fn report_success(json: bool, report: &Report) {
             Some(k) => format!(", resumed from {}", human(k)),
             None => String::new(),
         };
-        println!(
-            "uploaded {} ({} bytes, HTTP {}): {checked}; {} requests, {} retries{resumed}",
+        let to = match done
+            .object
+            .as_ref()
+            .and_then(|o| o.bucket.as_ref().zip(o.name.as_ref()))
+        {
+            Some((bucket, name)) => format!("gs://{bucket}/{name}"),
+            None => redact_query(&job.url),
+        };
+        print_result(&format!(
+            "uploaded {} ({} bytes, HTTP {}) to {to}: {checked}; {} requests, {} retries{resumed}",
             human(done.size),
             done.size,
             done.status.as_u16(),
             stats.requests,
             stats.retries,
-        );
+        ))
     }
 }

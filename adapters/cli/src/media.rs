@@ -11,8 +11,11 @@ use resumable_core::media::{
 };
 
 use crate::Failure;
-use crate::output::Progress;
-use crate::run::{self, Run, RunArgs, open_input, parse_headers, parse_url, seed, usage};
+use crate::output::{Progress, print_result};
+use crate::run::{
+    self, Run, RunArgs, Started, StateFile, open_input, parse_headers, parse_url, seed, unix_now,
+    usage,
+};
 use crate::size::{human, parse_size};
 
 /// Which form of the API.
@@ -62,7 +65,7 @@ pub struct MediaArgs {
     /// An extra header for every request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
-    /// Print the outcome as one JSON object on stdout.
+    /// Print the outcome as one JSON object on stdout (also on failure).
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
@@ -114,8 +117,14 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     }
     let mut input = open_input(&args.file)?;
     let total = input.total.unwrap_or(0);
-    let key = format!("media|{:?}|{endpoint}", args.api);
-    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
+    let destination = format!("{:?}|{endpoint}", args.api);
+    let (state, saved) = StateFile::open(
+        args.run.state.as_deref(),
+        &input,
+        "media",
+        &destination,
+        &endpoint.to_string(),
+    )?;
 
     let mut config = MediaConfig::new(api, total, args.media_type.clone());
     config.media_category = args.category.clone();
@@ -124,12 +133,20 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     config.headers = parse_headers(&args.headers)?;
     config.fingerprint = input.fingerprint.clone();
     config.boundary_seed = seed();
-    config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.run.max_retries;
+    args.run.apply(&mut config.retry)?;
     let form = config.api.form();
-    let saved = run::load_state(state_path.as_deref())?
-        .and_then(|s| s.media)
-        .filter(|s| s.fingerprint == input.fingerprint && s.api == form);
+    let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
+    // M5: an expired media id takes no more APPENDs: start over with a new INIT.
+    let saved = saved.and_then(|s| s.media).filter(|s| {
+        let expired = s.is_expired(unix_now());
+        if expired {
+            progress.note(&format!(
+                "the saved media id {} has expired; starting a new upload",
+                s.media_id
+            ));
+        }
+        !expired
+    });
     let resumed_from = saved.as_ref().map(|s| s.next_offset);
     let mut upload = match saved {
         Some(state) => MediaUpload::resume(config, state),
@@ -156,24 +173,35 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
         Err(e) => return Err(usage(e.to_string())),
     };
 
-    let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
     if resumed_from.is_some() {
         progress.note("resuming the saved media upload");
     }
     let run = Run {
-        state_path: state_path.as_deref(),
+        state: &state,
         progress: &progress,
         interrupt,
         signer,
     };
-    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+    match run::drive(
+        &mut upload,
+        input.source.as_mut(),
+        input.total,
+        run,
+        &mut |_, _, _| {},
+    ) {
         Ok(done) => Ok(MediaReport {
             done,
             stats: upload.stats(),
             resumed_from,
             form,
         }),
-        Err(e) => Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
+        Err(e) => Err(run::failure(
+            e,
+            &upload,
+            &args.file,
+            &state,
+            Started::default(),
+        )),
     }
 }
 
@@ -190,6 +218,7 @@ pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     });
     if args.json {
         let out = serde_json::json!({
+            "ok": true,
             "protocol": "media",
             "api": match form { ApiForm::V1_1 => "v1", ApiForm::V2 => "v2" },
             "bytes": done.size,
@@ -201,7 +230,7 @@ pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
             "retries": stats.retries,
             "status_polls": stats.status_polls,
         });
-        println!("{out}");
+        print_result(&out.to_string())
     } else {
         let processed = match processing {
             Some(state) => format!(
@@ -210,14 +239,13 @@ pub fn run(args: MediaArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
             ),
             None => "no processing needed".to_owned(),
         };
-        println!(
+        print_result(&format!(
             "uploaded {} ({} bytes) as media {}: {processed}; {} requests, {} retries",
             human(done.size),
             done.size,
             done.media_id,
             stats.requests,
             stats.retries,
-        );
+        ))
     }
-    Ok(())
 }

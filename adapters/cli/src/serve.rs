@@ -29,7 +29,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     let faults = match &args.faults {
         Some(spec) => {
-            FaultScript::parse(spec).map_err(|e| Failure::Usage(format!("--faults: {e}")))?
+            FaultScript::parse(spec).map_err(|e| Failure::usage(format!("--faults: {e}")))?
         }
         None => FaultScript::default(),
     };
@@ -40,7 +40,7 @@ pub fn run(args: ServeArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         ..ServerConfig::default()
     };
     let server = Server::start(config)
-        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", args.listen)))?;
     println!("{}", server.banner());
     eprintln!("serving until Ctrl-C");
     while !interrupt.load(Ordering::SeqCst) {

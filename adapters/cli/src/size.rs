@@ -34,6 +34,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// Parses a length of time: `900` or `900s` (seconds), `15m` or `15min`, `2h`; or says in one
+/// line why it is not one.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a length of time (examples: 900s, 15m, 2h)"))?;
+    let secs: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit (use s, m or h, e.g. 900s, 15m, 2h)"
+            ));
+        }
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
 /// A size for people: `8.0 MiB`, `600 B`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -85,6 +109,18 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(" 30 s "), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("1.5h").is_err());
+        assert!(parse_duration("10d").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! atomically (temporary file, then rename), and removed when the upload succeeds.
 //!
 //! It is saved before every request and after every response. The rename alone makes each save
-//! survive a killed process; flushing to the disk (fsync) costs milliseconds, which at two
-//! saves per 256 KiB chunk would cap an upload at a few tens of MiB/s, so it is done at most
-//! once a second: after a power loss the state is at most about a second old (a resume then
-//! starts with a status query all the same).
+//! survive a killed process. Flushing to the disk (fsync) costs milliseconds: for GCS, whose
+//! resume asks the server what it holds, it is done at most once a second (after a power loss
+//! the state may be a chunk behind the server, and the resume goes on from what the server
+//! holds); for TON, media and compliance, which cannot ask, every save is flushed.
+//!
+//! A state records what it is for: the protocol, the destination (a SHA-256 of the URL, which
+//! may hold a signature, and the URL without its query for messages) and the input's
+//! fingerprint; a state used for anything else is refused. While an upload runs, a lock file
+//! beside the state (`<state>.lock`, holding the pid) keeps a second run off it.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -28,6 +33,9 @@ pub struct Saved {
     pub version: u32,
     /// Which protocol the state is for ("gcs", "ton", "media", "compliance").
     pub protocol: String,
+    /// Where the upload goes. States written before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
     /// The core's GCS resume state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcs: Option<resumable_core::gcs::ResumeState>,
@@ -48,10 +56,43 @@ impl Saved {
         Saved {
             version: VERSION,
             protocol: protocol.to_owned(),
+            destination: None,
             gcs: None,
             ton: None,
             media: None,
             compliance: None,
+        }
+    }
+}
+
+impl Saved {
+    /// The input fingerprint the protocol's state records.
+    pub fn fingerprint(&self) -> Option<&str> {
+        let gcs = self.gcs.as_ref().map(|s| s.fingerprint.as_str());
+        let ton = self.ton.as_ref().map(|s| s.fingerprint.as_str());
+        let media = self.media.as_ref().map(|s| s.fingerprint.as_str());
+        let compliance = self.compliance.as_ref().map(|s| s.fingerprint.as_str());
+        gcs.or(ton).or(media).or(compliance)
+    }
+}
+
+/// Where an upload goes, as a state records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    /// SHA-256 (hex) of what identifies the destination: the URL as given, and any option that
+    /// changes where the bytes go.
+    pub digest: String,
+    /// The URL without its query or user information, for messages.
+    pub shown: String,
+}
+
+impl Destination {
+    /// The destination `key` (the URL and options), shown as `url` without its query.
+    pub fn new(key: &str, url: &str) -> Self {
+        let digest = Sha256::digest(key.as_bytes());
+        Destination {
+            digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            shown: crate::run::redact_query(url),
         }
     }
 }
@@ -94,9 +135,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// When a save was last flushed to the disk (one process, one upload at a time).
 static LAST_SYNC: Mutex<Option<Instant>> = Mutex::new(None);
 
-/// Writes the state atomically with owner-only permissions; flushes it to the disk when the
-/// last flush is more than a second old.
-pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
+/// Writes the state atomically with owner-only permissions; flushes it to the disk when
+/// `durable`, else when the last flush is more than a second old.
+pub fn save(path: &Path, saved: &Saved, durable: bool) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
@@ -106,12 +147,74 @@ pub fn save(path: &Path, saved: &Saved) -> io::Result<()> {
         let mut file = private_file(&tmp)?;
         file.write_all(&text)?;
         let mut last = LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
+        if durable || last.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
             file.sync_all()?;
             *last = Some(Instant::now());
         }
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    if durable {
+        // The rename itself is durable only once the folder is flushed.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// A lock on a state file for the length of one run: `<state>.lock`, locked by the operating
+/// system (released when the process ends, however it ends) and holding the owner's pid.
+#[derive(Debug)]
+pub struct Lock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+/// Why a state file could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another run holds it; its pid, when the lock file says.
+    InUse(Option<u32>),
+    /// The lock file could not be created or locked.
+    Io(io::Error),
+}
+
+impl Lock {
+    /// Locks the state at `state` (creating its folder and the lock file when needed), without
+    /// waiting.
+    pub fn acquire(state: &Path) -> Result<Lock, LockError> {
+        if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(LockError::Io)?;
+        }
+        let mut name = state.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = io::Read::read_to_string(&mut file, &mut text);
+                return Err(LockError::InUse(text.trim().parse().ok()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+        file.set_len(0).map_err(LockError::Io)?;
+        write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
+        Ok(Lock { _file: file, path })
+    }
+
+    /// Removes the lock file (after success, with the state); the lock itself goes with the
+    /// process.
+    pub fn remove(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Removes the state (after success, or when it can no longer be resumed).
@@ -178,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("s.json");
         assert_eq!(load(&path).unwrap(), None);
-        save(&path, &saved()).unwrap();
+        save(&path, &saved(), false).unwrap();
         assert_eq!(load(&path).unwrap(), Some(saved()));
         #[cfg(unix)]
         {
@@ -196,6 +299,19 @@ mod tests {
         let b = default_path("gcs|/a|10|2|http://x").unwrap();
         assert_ne!(a, b);
         assert!(a.to_string_lossy().contains("resumable"));
+    }
+
+    #[test]
+    fn a_second_lock_on_a_state_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let held = Lock::acquire(&path).unwrap();
+        match Lock::acquire(&path) {
+            Err(LockError::InUse(pid)) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected in use, got {other:?}"),
+        }
+        drop(held);
+        assert!(Lock::acquire(&path).is_ok(), "released with its holder");
     }
 
     #[test]

@@ -10,9 +10,10 @@ use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
 use resumable_core::ton::{Stats, TonCompletion, TonConfig, TonStart, TonUpload};
 
 use crate::Failure;
-use crate::output::Progress;
+use crate::output::{Progress, print_result};
 use crate::run::{
-    self, Run, RunArgs, open_input, parse_headers, parse_url, redact_query, seed, usage,
+    self, Run, RunArgs, Started, StateFile, open_input, parse_headers, parse_url, redact_query,
+    usage,
 };
 use crate::size::{human, parse_size};
 
@@ -46,7 +47,7 @@ pub struct TonArgs {
     /// An extra header for the start request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
-    /// Print the outcome as one JSON object on stdout.
+    /// Print the outcome as one JSON object on stdout (also on failure).
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]
@@ -68,6 +69,7 @@ pub fn run(args: TonArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     let location = redact_query(&done.location.to_string());
     if args.json {
         let out = serde_json::json!({
+            "ok": true,
             "protocol": "ton",
             "bytes": done.size,
             "status": done.status.as_u16(),
@@ -77,18 +79,17 @@ pub fn run(args: TonArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
             "requests": stats.requests,
             "retries": stats.retries,
         });
-        println!("{out}");
+        print_result(&out.to_string())
     } else {
-        println!(
+        print_result(&format!(
             "uploaded {} ({} bytes, HTTP {}) to {location}; {} requests, {} retries",
             human(done.size),
             done.size,
             done.status.as_u16(),
             stats.requests,
             stats.retries,
-        );
+        ))
     }
-    Ok(())
 }
 
 /// Runs one TON upload to its end (resuming from the saved state when there is one).
@@ -104,19 +105,22 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
     }
     let mut input = open_input(&args.file)?;
     let total = input.total.unwrap_or(0);
-    let key = format!("ton|{}|{}", args.single, args.bucket_url);
-    let state_path = run::state_path(args.run.state.as_deref(), &input, &key)?;
-    let saved = run::load_state(state_path.as_deref())?
-        .and_then(|s| s.ton)
-        .filter(|s| s.fingerprint == input.fingerprint);
+    let destination = format!("{}|{}", args.single, args.bucket_url);
+    let (state, saved) = StateFile::open(
+        args.run.state.as_deref(),
+        &input,
+        "ton",
+        &destination,
+        &args.bucket_url,
+    )?;
+    let saved = saved.and_then(|s| s.ton);
 
     let mut config = TonConfig::new(content_type, total);
     config.chunk_size = chunk;
     config.expires = args.expires.clone();
     config.start_headers = parse_headers(&args.headers)?;
     config.fingerprint = input.fingerprint.clone();
-    config.retry = config.retry.with_seed(seed());
-    config.retry.max_attempts = args.run.max_retries;
+    args.run.apply(&mut config.retry)?;
     let resuming = saved.is_some();
     let start = match saved {
         Some(state) => TonStart::Resume(state),
@@ -145,17 +149,29 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
         progress.note("resuming the saved TON upload");
     }
     let run = Run {
-        state_path: state_path.as_deref(),
+        state: &state,
         progress: &progress,
         interrupt,
         signer,
     };
-    match run::drive(&mut upload, input.source.as_mut(), input.total, run) {
+    match run::drive(
+        &mut upload,
+        input.source.as_mut(),
+        input.total,
+        run,
+        &mut |_, _, _| {},
+    ) {
         Ok(done) => Ok(TonReport {
             done,
             stats: upload.stats(),
         }),
-        Err(e) => Err(run::failure(e, &upload, &args.file, state_path.as_deref())),
+        Err(e) => Err(run::failure(
+            e,
+            &upload,
+            &args.file,
+            &state,
+            Started::default(),
+        )),
     }
 }
 

@@ -39,9 +39,13 @@ impl Scratch {
         self.dir.path().join("state")
     }
 
+    /// The resume states kept (not their lock files).
     fn state_files(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.state_home().join("resumable")) {
-            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Ok(entries) => entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -48,8 +48,15 @@ impl Scratch {
     }
 
     fn state_files(&self) -> usize {
+        // Resume states, not their lock files.
         std::fs::read_dir(self.0.path().join("state").join("resumable"))
-            .map(|d| d.count())
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                })
+                .count()
+            })
             .unwrap_or(0)
     }
 }

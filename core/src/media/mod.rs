@@ -842,19 +842,19 @@ impl MediaUpload {
         }
         let total = self.plan.total();
         let size = media.get("size").and_then(serde_json::Value::as_u64);
-        if let (Kind::Finalize, Some(stored)) = (kind, size) {
-            if stored != total {
-                return self.finish(Err(IntegrityError::Size {
-                    stored,
-                    sent: total,
-                }
-                .into()));
+        if let (Kind::Finalize, Some(stored)) = (kind, size)
+            && stored != total
+        {
+            return self.finish(Err(IntegrityError::Size {
+                stored,
+                sent: total,
             }
+            .into()));
         }
-        if let (Some(m), Some(key)) = (&mut self.media, media.get("media_key")) {
-            if m.key.is_none() {
-                m.key = key.as_str().filter(|k| k.len() <= 128).map(str::to_owned);
-            }
+        if let (Some(m), Some(key)) = (&mut self.media, media.get("media_key"))
+            && m.key.is_none()
+        {
+            m.key = key.as_str().filter(|k| k.len() <= 128).map(str::to_owned);
         }
         let expires_after_secs = media
             .get("expires_after_secs")

@@ -600,11 +600,11 @@ impl SimServer {
             let expect = Expect::Exact(IntegrityError::Size { stored, sent: t }.into());
             return self.lie_reply(Some(i), fate, response, expect);
         }
-        if let Some((a, end)) = range {
-            if self.sessions[i].completed.is_none() {
-                let keep = self.kept(persist, a, end, total);
-                self.store(i, a, &body[..keep as usize]);
-            }
+        if let Some((a, end)) = range
+            && self.sessions[i].completed.is_none()
+        {
+            let keep = self.kept(persist, a, end, total);
+            self.store(i, a, &body[..keep as usize]);
         }
         if let Some(t) = total {
             self.sessions[i].total.get_or_insert(t);
@@ -808,10 +808,10 @@ impl SimServer {
         let s = &self.sessions[i];
         let stored = s.stored.len() as u64;
         let mut problems = Vec::new();
-        if let (Some(t), Some(before)) = (total, s.total) {
-            if t != before {
-                problems.push("the declared total changed (G4)");
-            }
+        if let (Some(t), Some(before)) = (total, s.total)
+            && t != before
+        {
+            problems.push("the declared total changed (G4)");
         }
         if let Some((a, end)) = range {
             if total.is_some_and(|t| end > t) {
