@@ -1,0 +1,6 @@
+//! S3-compatible multipart uploads (Amazon S3, the GCS XML API, R2, MinIO): the pure pieces the
+//! upload is built from.
+//!
+//! - [`plan`]: which bytes go in which numbered part, within S3's limits (S4).
+
+pub mod plan;
