@@ -2,5 +2,8 @@
 //! upload is built from.
 //!
 //! - [`plan`]: which bytes go in which numbered part, within S3's limits (S4).
+//! - [`checksum`]: part CRC32Cs and the object's CRC32C in its `FULL_OBJECT` and `COMPOSITE`
+//!   forms, without reading the source again (S11).
 
+pub mod checksum;
 pub mod plan;
