@@ -120,6 +120,7 @@ pub mod compliance;
 pub mod error;
 pub mod gcs;
 pub mod media;
+pub mod multipart;
 pub mod range;
 pub mod response;
 pub mod retry;

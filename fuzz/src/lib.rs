@@ -826,6 +826,166 @@ pub fn ton_limits(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// S3 multipart: the XML answers and the part plan
+// ---------------------------------------------------------------------------------------------
+
+/// S2, S5–S7, S9: every S3 multipart XML parser on the same body, then the Complete body
+/// written from whatever parts a ListParts reading found. Each gives a result or a typed
+/// error, within the documented bounds: an upload ID that is not empty, at most 1,000 parts a
+/// page with numbers 1–10,000, a next-page marker that advances, text no longer than the caps.
+pub fn s3_xml(data: &[u8]) {
+    use resumable_core::multipart::xml::{
+        self, CompletedPart, MAX_MESSAGE_LEN, MAX_PARTS_PER_PAGE, MAX_TEXT_LEN, S3Answer, S3Error,
+    };
+    let check_error = |e: &S3Error| {
+        assert!(
+            e.message
+                .as_ref()
+                .is_none_or(|m| m.len() <= MAX_MESSAGE_LEN)
+        );
+        assert!(e.code.as_str().len() <= MAX_TEXT_LEN);
+        let _ = e.to_string();
+        for status in [
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let _ = e.action(status);
+        }
+    };
+    let short = |text: &Option<String>| text.as_ref().is_none_or(|t| t.len() <= MAX_TEXT_LEN);
+
+    match xml::parse_initiate_multipart_upload(data) {
+        Ok(S3Answer::Success(r)) => {
+            assert!(!r.upload_id.is_empty() && r.upload_id.len() <= MAX_TEXT_LEN);
+            assert!(short(&r.bucket) && short(&r.key));
+        }
+        Ok(S3Answer::Error(e)) => check_error(&e),
+        Err(e) => {
+            let _ = (e.to_string(), e.counts_as_transport_failure());
+        }
+    }
+    match xml::parse_list_parts(data) {
+        Ok(S3Answer::Success(page)) => {
+            assert!(page.parts.len() <= MAX_PARTS_PER_PAGE);
+            assert!(
+                page.parts
+                    .iter()
+                    .all(|p| (1..=10_000).contains(&p.part_number))
+            );
+            if let Ok(Some(next)) = page.next_page_marker() {
+                assert!(next > page.part_number_marker.unwrap_or(0) && next < 10_000);
+            }
+            let parts: Vec<CompletedPart> = page
+                .parts
+                .iter()
+                .filter_map(|p| {
+                    Some(CompletedPart {
+                        part_number: p.part_number,
+                        etag: p.etag.clone()?,
+                        crc32c: p
+                            .checksums
+                            .crc32c()
+                            .and_then(resumable_core::multipart::checksum::parse_crc32c)
+                            .map(|v| v.crc32c),
+                    })
+                })
+                .collect();
+            if let Ok(body) = xml::complete_multipart_upload_body(&parts) {
+                assert!(!parts.is_empty() && body.len() <= xml::MAX_BODY_LEN);
+            }
+        }
+        Ok(S3Answer::Error(e)) => check_error(&e),
+        Err(_) => {}
+    }
+    match xml::parse_complete_multipart_upload(data) {
+        Ok(S3Answer::Success(r)) => {
+            assert!(short(&r.location) && short(&r.etag));
+            assert!(r.checksums.iter().all(|(_, v)| v.len() <= MAX_TEXT_LEN));
+        }
+        Ok(S3Answer::Error(e)) => check_error(&e),
+        Err(_) => {}
+    }
+    if let Ok(e) = xml::parse_error(data) {
+        check_error(&e);
+    }
+}
+
+/// S4: a part plan for an arbitrary total (known or not) and preferred size, probed at up to
+/// 16 part numbers and offsets. A plan is refused exactly when the inputs are over S3's
+/// limits; otherwise its part size is a whole MiB from 5 MiB to 5 GiB and at least the
+/// preferred size, it has 1–10,000 parts that tile the object without gaps, every part but
+/// the last is one part size long, `part_at` agrees with `range`, and rebuilding it from its
+/// saved values gives the same plan.
+pub fn s3_plan(data: &[u8]) {
+    use resumable_core::multipart::plan::{
+        MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE, PartPlan, PlanError,
+    };
+    let mut u = Unstructured::new(data);
+    let (Ok(known), Ok(total), Ok(preferred)) = (
+        u.arbitrary::<bool>(),
+        u.arbitrary::<u64>(),
+        u.arbitrary::<u64>(),
+    ) else {
+        return;
+    };
+    let total = known.then_some(total);
+    let plan = match PartPlan::new(total, preferred) {
+        Ok(plan) => plan,
+        Err(PlanError::PartSizeTooLarge { .. }) => {
+            assert!(preferred > MAX_PART_SIZE);
+            return;
+        }
+        Err(PlanError::ObjectTooLarge { .. }) => {
+            assert!(preferred <= MAX_PART_SIZE && total.is_some_and(|t| t > MAX_OBJECT_SIZE));
+            return;
+        }
+        Err(e) => panic!("new refused with {e:?}"),
+    };
+    assert!(preferred <= MAX_PART_SIZE && total.is_none_or(|t| t <= MAX_OBJECT_SIZE));
+    let p = plan.part_size();
+    assert!(p % MIB == 0 && (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&p) && p >= preferred);
+    assert_eq!(PartPlan::new(plan.total(), p), Ok(plan));
+    let last = plan.last_part_number();
+    assert!((1..=MAX_PARTS).contains(&last));
+    assert_eq!(plan.range(1).map(|r| r.start), Ok(0));
+    if let Some(t) = total {
+        assert_eq!(plan.range(last).map(|r| r.end), Ok(t));
+        assert!(plan.range(last + 1).is_err());
+    } else {
+        assert!(matches!(
+            plan.range(MAX_PARTS + 1),
+            Err(PlanError::SourceTooLong { .. })
+        ));
+    }
+    assert!(plan.range(0).is_err());
+    for _ in 0..16 {
+        let Ok(probe) = u.arbitrary::<u64>() else {
+            break;
+        };
+        let n = 1 + u32::try_from(probe % u64::from(last)).expect("below 10,000");
+        let range = plan.range(n).expect("a planned part");
+        if n > 1 {
+            assert_eq!(plan.range(n - 1).map(|r| r.end), Ok(range.start));
+        }
+        let len = range.end - range.start;
+        assert!(if n < last { len == p } else { len <= p });
+        if len > 0 {
+            assert_eq!(plan.part_at(range.start), Ok(n));
+            assert_eq!(plan.part_at(range.end - 1), Ok(n));
+        }
+        match plan.part_at(probe) {
+            Ok(k) => assert!(plan.range(k).expect("a planned part").contains(&probe)),
+            Err(PlanError::PastEnd { .. }) => assert!(total.is_some_and(|t| probe >= t)),
+            Err(PlanError::SourceTooLong { .. }) => {
+                assert!(total.is_none() && probe >= plan.max_object_size());
+            }
+            Err(e) => panic!("part_at refused with {e:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Seeds
 // ---------------------------------------------------------------------------------------------
 

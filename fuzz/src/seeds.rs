@@ -495,6 +495,17 @@ fn media_scripts() -> Vec<(&'static str, MediaScript)> {
 
 fn raw_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let lines = |items: &[&str]| items.iter().map(|s| s.as_bytes().to_vec()).collect();
+    // s3_plan: a `bool` (total known), the total and the preferred size as little-endian
+    // `u64`s, then the probes.
+    let plan = |known: bool, total: u64, preferred: u64, probes: &[u64]| {
+        let mut v = vec![u8::from(known)];
+        for x in [total, preferred].iter().chain(probes) {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v
+    };
+    const MIB: u64 = 1 << 20;
+    const MAX_OBJECT: u64 = 10_000 * 5 * 1024 * MIB;
     let media = |which: u8, form: u8, body: &str| {
         let mut v = vec![which, form];
         v.extend_from_slice(body.as_bytes());
@@ -611,6 +622,39 @@ fn raw_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ],
         ),
         (
+            "s3_xml",
+            lines(&[
+                r#"<?xml version="1.0" encoding="UTF-8"?>
+<InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>a &amp; b</Key><UploadId>VXBsb2FkIElE</UploadId></InitiateMultipartUploadResult>"#,
+                r#"<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key><UploadId>u</UploadId><PartNumberMarker>0</PartNumberMarker><NextPartNumberMarker>2</NextPartNumberMarker><MaxParts>2</MaxParts><IsTruncated>true</IsTruncated><Part><PartNumber>1</PartNumber><ETag>"7778aef83f66abc1fa1e8477f296d394"</ETag><Size>5242880</Size><ChecksumCRC32C>ipE2qg==</ChecksumCRC32C></Part><Part><PartNumber>2</PartNumber><ETag>&quot;aaaa&quot;</ETag><Size>10</Size></Part></ListPartsResult>"#,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListPartsResult>\n  <Owner>\n    <ID>75aa</ID>\n  </Owner>\n  <PartNumberMarker></PartNumberMarker>\n  <IsTruncated>false</IsTruncated>\n  <Part>\n    <PartNumber>3</PartNumber>\n    <Size>17</Size>\n  </Part>\n</ListPartsResult>",
+                r#"<CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Location>https://b.s3.amazonaws.com/k</Location><Bucket>b</Bucket><Key>k</Key><ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag><ChecksumCRC32C>ipE2qg==-9</ChecksumCRC32C><ChecksumType>COMPOSITE</ChecksumType></CompleteMultipartUploadResult>"#,
+                "   \n\n   <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>1</RequestId></Error>",
+                r#"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message><StringToSign>AWS4-HMAC-SHA256</StringToSign></Error>"#,
+                "<CompleteMultipartUploadResult><ETag>\"x",
+                r#"<s3:ListPartsResult xmlns:s3="http://doc.s3.amazonaws.com/2006-03-01"><s3:Part><s3:PartNumber>10000</s3:PartNumber><s3:ETag><![CDATA["e"]]></s3:ETag></s3:Part></s3:ListPartsResult>"#,
+            ]),
+        ),
+        (
+            "s3_plan",
+            vec![
+                plan(true, 12 * MIB + 1, 0, &[0, 1, 2, 5 * MIB, 12 * MIB]),
+                plan(true, MAX_OBJECT, 0, &[9_999, MAX_OBJECT - 1, MAX_OBJECT]),
+                plan(true, MAX_OBJECT + 1, 0, &[]),
+                plan(true, 0, 0, &[0, 1]),
+                plan(true, 100 << 30, 7 * MIB + 3, &[u64::MAX, 1 << 40]),
+                plan(
+                    false,
+                    0,
+                    0,
+                    &[9_999, 10_000 * 5 * MIB - 1, 10_000 * 5 * MIB],
+                ),
+                plan(false, 0, 5 << 30, &[u64::MAX]),
+                plan(false, 0, (5 << 30) + 1, &[]),
+                plan(true, u64::MAX, u64::MAX, &[u64::MAX]),
+            ],
+        ),
+        (
             "ton_limits",
             lines(&[
                 "1024\n4096\n/1.1/ton/bucket/b/f.mp4?resumable=true&resumeId=1\nWed, 05 Nov 2014 23:50:16 UTC\nWed, 05 Nov 2014 23:40:16 GMT\nabc",
@@ -672,6 +716,12 @@ fn write() {
     }
     for (target, inputs) in raw_seeds() {
         for (n, input) in inputs.iter().enumerate() {
+            // The S3 harnesses assert their invariants: every seed must pass them.
+            match target {
+                "s3_xml" => s3_xml(input),
+                "s3_plan" => s3_plan(input),
+                _ => {}
+            }
             put(target, &format!("seed-{n}"), input);
         }
     }
