@@ -54,6 +54,7 @@
 //!           / "truncate" [ ":" SIZE ]
 //!           / "expire"
 //!           / "no-range"
+//!           / "no-proof"
 //!           / "lie" [ ":" SIZE ]
 //!           / "range-start:" SIZE
 //!           / "range-form:" ( "plain" / "bytes" / "length" )
@@ -80,6 +81,7 @@
 //! | `truncate[:N]` | Handle the request, then send a head claiming 1024 more body bytes than there are, the first `N` bytes of the body (default 0), and close. |
 //! | `expire` | Expire the session before handling the request: it answers `404` (G9), now and after. |
 //! | `no-range` | Answer a `308` without `Range` (which claims nothing is stored) while storing as usual. |
+//! | `no-proof` | GCS: a completion (`200`, also to a status query of a completed session) carries nothing a client could check the object by: no `x-goog-hash`, no `x-goog-stored-content-length`, and an object resource without `size`, `crc32c` or `md5Hash` (G7). |
 //! | `lie[:N]` | Answer a `308` whose `Range` claims `N` bytes (default 262144) more than the server holds: beyond what arrived (G5). |
 //! | `range-start:N` | Answer a `308` whose `Range` starts at `N` instead of 0 (G5). |
 //! | `range-form:F` | TON only: write this `308`'s `Range` as `F` instead of [`ServerConfig::ton_range_form`](crate::ServerConfig::ton_range_form): `plain` is `0-N` with N the last byte held (T5's documented form), `bytes` is `bytes=0-N`, `length` is `0-L` with L the number of bytes held (the seed's literal words, "current uploaded length"). A correct client reads all three (T5). |
@@ -348,6 +350,8 @@ pub enum Fault {
     Expire,
     /// `no-range`: a `308` without `Range`.
     NoRange,
+    /// `no-proof`: a GCS completion without size or checksums.
+    NoProof,
     /// `lie[:N]`: a `308` claiming `N` bytes more than stored.
     Lie(u64),
     /// `range-start:N`: a `308` whose `Range` starts at `N`.
@@ -538,6 +542,7 @@ impl fmt::Display for Fault {
             Fault::Truncate(n) => write!(f, "truncate:{n}"),
             Fault::Expire => f.write_str("expire"),
             Fault::NoRange => f.write_str("no-range"),
+            Fault::NoProof => f.write_str("no-proof"),
             Fault::Lie(n) => write!(f, "lie:{n}"),
             Fault::RangeStart(n) => write!(f, "range-start:{n}"),
             Fault::RangeForm(form) => write!(f, "range-form:{form}"),
@@ -606,6 +611,7 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
         "truncate",
         "expire",
         "no-range",
+        "no-proof",
         "lie",
         "range-start",
         "range-form",
@@ -677,6 +683,10 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
         "no-range" => {
             none()?;
             Fault::NoRange
+        }
+        "no-proof" => {
+            none()?;
+            Fault::NoProof
         }
         "lie" => Fault::Lie(match value {
             Some(v) => {
@@ -813,6 +823,7 @@ pub(crate) struct FaultSet {
     pub(crate) truncate: Option<u64>,
     pub(crate) expire: bool,
     pub(crate) no_range: bool,
+    pub(crate) no_proof: bool,
     pub(crate) lie: Option<u64>,
     pub(crate) range_start: Option<u64>,
     pub(crate) range_form: Option<TonRangeForm>,
@@ -861,6 +872,7 @@ impl FaultSet {
                 Fault::Truncate(n) => set.truncate = Some(n),
                 Fault::Expire => set.expire = true,
                 Fault::NoRange => set.no_range = true,
+                Fault::NoProof => set.no_proof = true,
                 Fault::Lie(n) => set.lie = Some(n),
                 Fault::RangeStart(n) => set.range_start = Some(n),
                 Fault::RangeForm(form) => set.range_form = Some(form),

@@ -132,17 +132,32 @@ impl ObjectMeta {
         v
     }
 
-    /// The completion answer for a session of `api`, or for a download's headers.
-    fn completion(&self, api: GcsApi, origin: &str) -> Response {
-        let r = Response::new(200)
-            .header("x-goog-hash", self.x_goog_hash())
+    /// The completion answer for a session of `api`, or for a download's headers; without
+    /// `proof` (the `no-proof` fault), without anything the object could be checked by.
+    fn completion(&self, api: GcsApi, origin: &str, proof: bool) -> Response {
+        let mut r = Response::new(200);
+        if proof {
+            r = r
+                .header("x-goog-hash", self.x_goog_hash())
+                .header("x-goog-stored-content-length", self.size().to_string());
+        }
+        let r = r
             .header("x-goog-generation", self.generation.to_string())
             .header("x-goog-metageneration", "1")
-            .header("x-goog-stored-content-length", self.size().to_string())
             .header("x-goog-stored-content-encoding", "identity")
             .header("ETag", format!("\"{}\"", self.etag()));
         match api {
-            GcsApi::Json => r.json(&self.resource(origin)),
+            GcsApi::Json => {
+                let mut resource = self.resource(origin);
+                if !proof {
+                    if let Some(fields) = resource.as_object_mut() {
+                        for key in ["size", "crc32c", "md5Hash"] {
+                            fields.remove(key);
+                        }
+                    }
+                }
+                r.json(&resource)
+            }
             GcsApi::Xml => r,
         }
     }
@@ -674,7 +689,7 @@ pub(crate) fn put(ctx: &mut Ctx<'_>, session: &Arc<Session>) -> Outcome {
         // A PUT after completion answers with the object again.
         let object = Arc::clone(object);
         drop(st);
-        return Outcome::Respond(object.completion(api, &ctx.origin()));
+        return Outcome::Respond(object.completion(api, &ctx.origin(), !ctx.faults.no_proof));
     }
     let put = match parse_put(ctx) {
         Ok(p) => p,
@@ -1016,7 +1031,7 @@ fn complete(
     // The bytes now belong to the object; the session keeps an empty blob.
     session.put_blob(&mut st, Blob::default());
     drop(st);
-    Outcome::Respond(object.completion(api, &ctx.origin()))
+    Outcome::Respond(object.completion(api, &ctx.origin(), !ctx.faults.no_proof))
 }
 
 // ---- objects: simple upload and download ----
@@ -1070,7 +1085,7 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
         metadata: None,
     };
     let object = ctx.shared.gcs.store(meta, blob);
-    Outcome::Respond(object.completion(api, &ctx.origin()))
+    Outcome::Respond(object.completion(api, &ctx.origin(), true))
 }
 
 /// `GET` of an object: the bytes (`media`) or the JSON resource.
@@ -1080,7 +1095,7 @@ pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str, media: boo
         return Outcome::Respond(error(api, 404, "No such object"));
     };
     if media {
-        let mut r = object.completion(GcsApi::Xml, &ctx.origin());
+        let mut r = object.completion(GcsApi::Xml, &ctx.origin(), true);
         r = r.body(&object.content_type.clone(), object.data.to_vec());
         Outcome::Respond(r)
     } else {
