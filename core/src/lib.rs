@@ -124,6 +124,7 @@ pub mod range;
 pub mod response;
 pub mod retry;
 pub mod secret;
+pub mod sfv;
 pub mod ton;
 
 pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
