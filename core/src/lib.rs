@@ -119,6 +119,7 @@ pub mod chunk;
 pub mod compliance;
 pub mod error;
 pub mod gcs;
+pub mod ietf;
 pub mod media;
 pub mod range;
 pub mod response;

@@ -275,7 +275,7 @@ pub enum ParseErrorKind {
 /// A value that RFC 9651 §4.1 cannot write ("fail serialization").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("cannot be written as a structured field: {0}")]
-pub struct SerializeError(&'static str);
+pub struct SerializeError(pub(crate) &'static str);
 
 // -------------------------------------------------------------------------------------------
 // Header maps
