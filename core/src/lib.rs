@@ -127,6 +127,7 @@ pub mod retry;
 pub mod secret;
 pub mod sfv;
 pub mod ton;
+pub mod tus;
 
 pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
 pub use error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
