@@ -119,13 +119,16 @@ pub mod chunk;
 pub mod compliance;
 pub mod error;
 pub mod gcs;
+pub mod ietf;
 pub mod media;
 pub mod multipart;
 pub mod range;
 pub mod response;
 pub mod retry;
 pub mod secret;
+pub mod sfv;
 pub mod ton;
+pub mod tus;
 
 pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
 pub use error::{Endpoint, Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};

@@ -22,8 +22,11 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use resumable_core::gcs::{GcsConfig, GcsUpload, ResumeState, Start};
+use resumable_core::ietf::limit;
 use resumable_core::media::{ApiVersion, MediaConfig, MediaResumeState, MediaUpload};
+use resumable_core::sfv;
 use resumable_core::ton::{TonConfig, TonResumeState, TonStart, TonUpload};
+use resumable_core::tus::metadata;
 use resumable_core::{
     Action, RequestId, RetryPolicy, SessionUri, TransportFailure, Upload, UsageError,
 };
@@ -981,6 +984,142 @@ pub fn s3_plan(data: &[u8]) {
                 assert!(total.is_none() && probe >= plan.max_object_size());
             }
             Err(e) => panic!("part_at refused with {e:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Structured fields (R2, R11) and tus metadata (U7)
+// ---------------------------------------------------------------------------------------------
+
+/// A parsed Item writes back, and what is written parses to the same Item and writes the same
+/// text again (the canonical form is a fixed point).
+fn check_item(item: &sfv::Item) {
+    let text = sfv::serialize_item(item).expect("a parsed item can be written");
+    assert_eq!(
+        sfv::parse_item(text.as_bytes()).as_ref(),
+        Ok(item),
+        "{text:?}"
+    );
+}
+
+/// The same for a Dictionary (an empty one is written by leaving the field out).
+fn check_dictionary(dictionary: &sfv::Dictionary) {
+    match sfv::serialize_dictionary(dictionary) {
+        Ok(text) => assert_eq!(
+            sfv::parse_dictionary(text.as_bytes()).as_ref(),
+            Ok(dictionary),
+            "{text:?}"
+        ),
+        Err(_) => assert!(dictionary.is_empty(), "a parsed dictionary can be written"),
+    }
+}
+
+/// R2: the input as one Item field value, and as field lines of `Upload-Offset`,
+/// `Upload-Length` and `Upload-Complete` (one per input line, combined as RFC 9651 asks).
+/// Nothing panics; what parses round-trips through the writer; the typed readers agree with
+/// the writers a client uses.
+pub fn sfv_item(data: &[u8]) {
+    if let Ok(item) = sfv::parse_item(data) {
+        check_item(&item);
+    }
+    let offset = header_lines("upload-offset", data);
+    if let Ok(Some(item)) = sfv::item_field(&offset, "upload-offset") {
+        check_item(&item);
+    }
+    if let Ok(Some(n)) = limit::upload_offset(&offset) {
+        let mut again = http::HeaderMap::new();
+        again.insert(
+            "upload-offset",
+            sfv::integer(n).expect("a read offset fits"),
+        );
+        assert_eq!(limit::upload_offset(&again), Ok(Some(n)));
+    }
+    let _ = limit::upload_length(&header_lines("upload-length", data)).map_err(|e| e.to_string());
+    if let Ok(Some(b)) = limit::upload_complete(&header_lines("upload-complete", data)) {
+        let mut again = http::HeaderMap::new();
+        again.insert("upload-complete", sfv::boolean(b));
+        assert_eq!(limit::upload_complete(&again), Ok(Some(b)));
+    }
+}
+
+/// R11: the input as one Dictionary (and List) field value, and as `Upload-Limit` field lines
+/// read at interop 6 (`expires`) and 9 (`max-age`). What parses round-trips; limits a server
+/// writes read back the same.
+pub fn sfv_dictionary(data: &[u8]) {
+    if let Ok(dictionary) = sfv::parse_dictionary(data) {
+        check_dictionary(&dictionary);
+    }
+    if let Ok(list) = sfv::parse_list(data)
+        && let Ok(text) = sfv::serialize_list(&list)
+    {
+        assert_eq!(sfv::parse_list(text.as_bytes()), Ok(list), "{text:?}");
+    }
+    let headers = header_lines("upload-limit", data);
+    if let Ok(Some(dictionary)) = sfv::dictionary_field(&headers, "upload-limit") {
+        check_dictionary(&dictionary);
+    }
+    for interop in [6, 9] {
+        match limit::upload_limit(&headers, interop) {
+            Ok(Some(limits)) => {
+                if let Ok(value) = limits.header_value(interop) {
+                    let mut again = http::HeaderMap::new();
+                    again.insert("upload-limit", value);
+                    assert_eq!(limit::upload_limit(&again, interop), Ok(Some(limits)));
+                } else {
+                    assert_eq!(limits, limit::UploadLimit::default());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+}
+
+/// U7: the input as an `Upload-Metadata` value for the strict reader, and as pairs for the
+/// writer (one `key=value` per line). What the reader takes, the writer writes back to the
+/// same pairs; what the writer writes, the reader reads back; a refusal depends on the keys
+/// alone, so it never shows a value.
+pub fn upload_metadata(data: &[u8]) {
+    if let Ok(pairs) = metadata::parse_upload_metadata(data) {
+        let written =
+            metadata::upload_metadata(pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .expect("keys the reader takes are keys the writer takes")
+                .expect("one or more pairs");
+        assert_eq!(
+            metadata::parse_upload_metadata(written.as_bytes()),
+            Ok(pairs)
+        );
+    }
+    let _ = metadata::read_upload_metadata(&header_lines("upload-metadata", data));
+    let mut pairs: Vec<(&str, &[u8])> = Vec::new();
+    for line in data.split(|&b| b == b'\n') {
+        let (key, value) = match line.iter().position(|&b| b == b'=') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &[][..]),
+        };
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        pairs.push((key, value));
+    }
+    match metadata::upload_metadata(pairs.iter().copied()) {
+        Ok(Some(value)) => {
+            let read =
+                metadata::parse_upload_metadata(value.as_bytes()).expect("written is readable");
+            let expected: Vec<(String, Vec<u8>)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                .collect();
+            assert_eq!(read, expected);
+        }
+        Ok(None) => assert!(pairs.is_empty()),
+        Err(e) => {
+            // A refusal depends on the keys alone, so it cannot show a value.
+            let blank = pairs.iter().map(|(k, _)| (*k, &[][..]));
+            assert_eq!(metadata::upload_metadata(blank), Err(e));
         }
     }
 }

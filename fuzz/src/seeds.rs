@@ -570,6 +570,44 @@ fn raw_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ]),
         ),
         (
+            "sfv_item",
+            lines(&[
+                "42",
+                "999999999999999\n1000000000000000",
+                "?1",
+                "?0;x=1",
+                "true",
+                "5; foo=bar; q=1.5",
+                "\"hello \\\"world\\\"\"",
+                ":cHJldGVuZCB0aGlzIGlzIGJpbmFyeSBjb250ZW50Lg==:",
+                "@1659578233",
+                "%\"display %c3%bcsers\"",
+                "-1\n42",
+            ]),
+        ),
+        (
+            "sfv_dictionary",
+            lines(&[
+                "max-size=1000000, min-size=0, max-append-size=100000, min-append-size=10, max-age=3600",
+                "max-size=5\nexpires=60",
+                "max-size=\"5\", future=?1",
+                "a=(1 2), b=3, c=4;aa=bb, d=(5 6);valid",
+                "en=\"Applepie\", da=:w4ZibGV0w6ZydGU=:",
+                "a=?0, b, c; foo=bar",
+                "a=1,\tb=2 ,c=3,",
+            ]),
+        ),
+        (
+            "upload_metadata",
+            lines(&[
+                "filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential",
+                "a YQ== , b ,c Yw==",
+                "filename=report.pdf\nfiletype=application/pdf\nempty=",
+                "a YQ,a YQ==",
+                "key with space=x\nk=v",
+            ]),
+        ),
+        (
             "server_message",
             lines(&[
                 r#"{"error":{"code":400,"message":"Bad chunk"}}"#,
