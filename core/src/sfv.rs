@@ -1485,12 +1485,11 @@ mod tests {
         // Any bytes: never a panic, and what parses writes back to the same value.
         #[test]
         fn arbitrary_fields_parse_or_fail_cleanly(text in "[a-z0-9 ,;=()?:*\"%@.\\-\t]{0,24}") {
-            if let Ok(d) = parse_dictionary(text.as_bytes()) {
-                if !d.is_empty() {
+            if let Ok(d) = parse_dictionary(text.as_bytes())
+                && !d.is_empty() {
                     let written = serialize_dictionary(&d).unwrap();
                     prop_assert_eq!(parse_dictionary(written.as_bytes()).unwrap(), d);
                 }
-            }
             if let Ok(i) = parse_item(text.as_bytes()) {
                 let written = serialize_item(&i).unwrap();
                 prop_assert_eq!(parse_item(written.as_bytes()).unwrap(), i);

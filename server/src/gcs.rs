@@ -149,11 +149,9 @@ impl ObjectMeta {
         match api {
             GcsApi::Json => {
                 let mut resource = self.resource(origin);
-                if !proof {
-                    if let Some(fields) = resource.as_object_mut() {
-                        for key in ["size", "crc32c", "md5Hash"] {
-                            fields.remove(key);
-                        }
+                if !proof && let Some(fields) = resource.as_object_mut() {
+                    for key in ["size", "crc32c", "md5Hash"] {
+                        fields.remove(key);
                     }
                 }
                 r.json(&resource)

@@ -371,6 +371,9 @@ pub(crate) struct MediaState {
     processing: Option<Processing>,
     status_polls: u32,
     expired: bool,
+    /// When the id expires, once FINALIZE moved it
+    /// ([`ServerConfig::media_finalize_expires_after`](crate::ServerConfig)); else INIT's.
+    deadline: Option<Instant>,
     pub(crate) body_bytes: u64,
     pub(crate) requests: u64,
     pub(crate) faults: FaultState,
@@ -381,13 +384,20 @@ impl Media {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_gone(&self, st: &MediaState) -> bool {
-        st.expired || self.created.elapsed() > self.ttl
+    /// When the id expires: `ttl` after INIT, unless FINALIZE moved it.
+    fn deadline(&self, st: &MediaState) -> Instant {
+        st.deadline.unwrap_or(self.created + self.ttl)
     }
 
-    /// Seconds left before the id expires.
-    fn expires_after_secs(&self) -> u64 {
-        self.ttl.saturating_sub(self.created.elapsed()).as_secs()
+    fn is_gone(&self, st: &MediaState) -> bool {
+        st.expired || Instant::now() > self.deadline(st)
+    }
+
+    /// Seconds left before the id expires (M5: every answer counts them down).
+    fn expires_after_secs(&self, st: &MediaState) -> u64 {
+        self.deadline(st)
+            .saturating_duration_since(Instant::now())
+            .as_secs()
     }
 
     fn info(&self) -> MediaInfo {
@@ -435,7 +445,7 @@ impl Media {
         }
         media.insert(
             "expires_after_secs".into(),
-            self.expires_after_secs().into(),
+            self.expires_after_secs(st).into(),
         );
         if api == Api::V1 && self.media_type.starts_with("video/") {
             media.insert("video".into(), json!({ "video_type": self.media_type }));
@@ -937,6 +947,7 @@ fn init(ctx: &mut Ctx<'_>, api: Api, fields: &Fields) -> Outcome {
             processing: None,
             status_polls: 0,
             expired: false,
+            deadline: None,
             body_bytes: 0,
             requests: 0,
             faults: FaultState::default(),
@@ -1077,6 +1088,9 @@ fn finalize(
     }
     st.data = Some(Arc::new(data));
     let cfg = &ctx.shared.config;
+    if let Some(after) = cfg.media_finalize_expires_after {
+        st.deadline = Instant::now().checked_add(after);
+    }
     let by_category = media
         .category
         .as_ref()

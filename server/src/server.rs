@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub ton_require_expires: bool,
     /// How long a media id lives after INIT (`expires_after_secs`, M1, M5). Default 86400 s.
     pub media_expires_after: Duration,
+    /// When set, FINALIZE gives the id this long from its own answer (which says so in
+    /// `expires_after_secs`), as X does: processing may then outlast INIT's figure (M5).
+    /// Default none: the id keeps INIT's deadline.
+    pub media_finalize_expires_after: Option<Duration>,
     /// The largest APPEND segment (M2). Default 5,000,000 bytes, the core's
     /// `MAX_SEGMENT_SIZE`.
     pub media_max_segment: u64,
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             ton_range_form: TonRangeForm::Plain,
             ton_require_expires: false,
             media_expires_after: Duration::from_secs(86_400),
+            media_finalize_expires_after: None,
             media_max_segment: resumable_core::media::MAX_SEGMENT_SIZE,
             media_async_categories: [
                 "tweet_video",

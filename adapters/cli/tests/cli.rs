@@ -1,123 +1,14 @@
 //! The `resumable` binary end to end against the conformance server on 127.0.0.1: uploads,
 //! exit codes, `--json`, secrets in output, and resuming after `kill -9` and Ctrl-C.
 
+mod common;
+
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use common::*;
 use resumable_server::{Server, ServerConfig};
-
-const BIN: &str = env!("CARGO_BIN_EXE_resumable");
-const MIB: usize = 1 << 20;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64 * 131 + seed as u64) as u8 ^ (i >> 11) as u8)
-        .collect()
-}
-
-/// A scratch folder with a file to upload and its own state folder.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    fn state_home(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// The resume states kept (not their lock files).
-    fn state_files(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.state_home().join("resumable")) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("XDG_STATE_HOME", self.state_home())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Adds a per-session fault script to a start URL.
-fn with_faults(url: &str, script: &str) -> String {
-    let encoded: String = script
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("{url}&session-faults={encoded}")
-}
-
-fn stored(server: &Server, object: &str) -> u64 {
-    server
-        .sessions()
-        .into_iter()
-        .filter(|s| s.object == object)
-        .map(|s| s.stored)
-        .max()
-        .unwrap_or(0)
-}
-
-fn received(server: &Server, object: &str) -> u64 {
-    server
-        .sessions()
-        .into_iter()
-        .filter(|s| s.object == object)
-        .map(|s| s.body_bytes_received)
-        .sum()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn starts(server: &Server) -> usize {
-    server
-        .request_log()
-        .iter()
-        .filter(|e| e.method == "POST")
-        .count()
-}
 
 // G1, G4, G7: a plain upload; the --json outcome has every documented field; the state file
 // is removed on success.
