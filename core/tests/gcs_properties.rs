@@ -456,7 +456,10 @@ impl<'a> Driver<'a> {
         // has not seen, to check the object against the whole source.
         let checking = matches!(
             self.due,
-            Due::Complete { .. } | Due::Fail(Fail::Lie(Expect::Exact(Error::Integrity(_))))
+            Due::Complete { .. }
+                | Due::Fail(Fail::Lie(
+                    Expect::Exact(Error::Integrity(_)) | Expect::Integrity
+                ))
         ) || (self.lied_on_first_answer
             && matches!(self.due, Due::Fail(Fail::Lie(Expect::PrematureCompletion))));
         prop_assert!(
@@ -1364,6 +1367,7 @@ fn lie() -> impl Strategy<Value = Lie> {
         (0..GARBAGE_RANGES.len()).prop_map(Lie::GarbageRange),
         Just(Lie::CompleteEarly),
         (0u16..=999).prop_map(|per_mille| Lie::TruncatedObject { per_mille }),
+        (0u8..=3).prop_map(|proof| Lie::ForeignCompletion { proof }),
         (1u64..=MIB, any::<bool>()).prop_map(|(delta, bigger)| Lie::WrongSize { delta, bigger }),
         (1u32..=u32::MAX, any::<bool>())
             .prop_map(|(xor, in_header)| Lie::WrongCrc32c { xor, in_header }),

@@ -601,6 +601,9 @@ impl GcsWorld {
                 },
                 Lie::NoLocation(rng.below(7) as usize),
                 Lie::OddStatus(rng.pick(&[204, 302, 307])),
+                Lie::ForeignCompletion {
+                    proof: rng.below(4) as u8,
+                },
             ];
             let lie = rng.pick(&lies);
             // A checksum the client does not compute is no lie it can detect.
@@ -690,6 +693,9 @@ impl World for GcsWorld {
                 Expect::Exact(e) => Must::Like(e),
                 // A bare session of unknown size learns the size from the source and then
                 // finds the object short (G3, G7).
+                Expect::Integrity => Must::Match("an unproven or wrong object", |e| {
+                    matches!(e, Error::Integrity(_))
+                }),
                 Expect::PrematureCompletion => Must::Match("premature completion", |e| {
                     matches!(
                         e,
@@ -1142,6 +1148,8 @@ struct Licenses {
     unfinished: bool,
     /// A completion may be `Unproven`: see `World::unprovable` (G3, G7).
     unproven: bool,
+    /// A lie was told whose answer a crash lost.
+    lie_unseen: bool,
 }
 
 impl Licenses {
@@ -1188,7 +1196,10 @@ impl Licenses {
             Error::ProcessingFailed { .. } => self.processing_failed,
             Error::ProcessingUnfinished { .. } => self.unfinished,
             // G7: see `World::unprovable`.
-            Error::Integrity(resumable_core::IntegrityError::Unproven { .. }) => self.unproven,
+            Error::Integrity(resumable_core::IntegrityError::Unproven { .. }) if self.unproven => {
+                true
+            }
+            Error::Integrity(_) => self.lie_unseen,
             _ => false,
         }
     }
@@ -1573,6 +1584,9 @@ impl<W: World> Driver<W> {
             let body = body_bytes(self.source, &send);
             let exchange = self.world.serve(self.now, &send, &body);
             self.world.response_lost();
+            // A lie whose answer the crash lost may have left the server holding another
+            // object (G7): later honest answers show it.
+            self.licenses.lie_unseen |= matches!(exchange.event, Event::Lie(_));
             self.account(&send, &exchange);
         }
         self.counts.restarts += 1;

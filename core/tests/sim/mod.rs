@@ -222,6 +222,12 @@ pub enum Lie {
     NoLocation(usize),
     /// A status the protocol has no place for on the session (e.g. 204, 302).
     OddStatus(u16),
+    /// The first answer to a resumed client, which never sent the whole source: the session
+    /// "completed" with other bytes of the source's length, answered 200 with `proof` of them:
+    /// 0 nothing, 1 `x-goog-stored-content-length` (which matches the source's size), 2 that
+    /// and `x-goog-hash`, 3 the object resource. The client must not call it a success (G3,
+    /// G7).
+    ForeignCompletion { proof: u8 },
 }
 
 /// Values of `Range` no parser may accept (`None` entries mean two `Range` headers).
@@ -258,6 +264,8 @@ pub enum Expect {
     Exact(Error),
     /// `Error::Protocol(ProtocolViolation::PrematureCompletion { .. })`, any numbers.
     PrematureCompletion,
+    /// Any `Error::Integrity` (what the server holds is not, or not provably, the source).
+    Integrity,
 }
 
 impl Expect {
@@ -269,6 +277,7 @@ impl Expect {
                 error,
                 Error::Protocol(ProtocolViolation::PrematureCompletion { .. })
             ),
+            Expect::Integrity => matches!(error, Error::Integrity(_)),
         }
     }
 }
@@ -687,6 +696,8 @@ impl SimServer {
             | Lie::OddStatus(_) => true,
             Lie::RangeBackwards { .. } => acked > 0,
             Lie::CompleteEarly => !legit,
+            // Only where the client cannot vouch for the whole object (it never sent it).
+            Lie::ForeignCompletion { .. } => resumed_total.is_some_and(|t| sent < t),
             _ => false,
         });
         let Some(lie) = lie else {
@@ -736,6 +747,30 @@ impl SimServer {
                 ProtocolViolation::UnexpectedStatus(
                     StatusCode::from_u16(status).expect("valid status"),
                 )
+            }
+            Lie::ForeignCompletion { proof } => {
+                let total = resumed_total.unwrap_or(size);
+                let status = self.created_status();
+                let s = &mut self.sessions[i];
+                // Other bytes of the source's length (the source is noise: these are not it).
+                s.stored = (0..total).map(|b| (b % 7) as u8).collect();
+                s.total = Some(total);
+                s.checksums = None;
+                s.completed = Some(status);
+                let response = match proof {
+                    0 => Response::builder().status(status).body(Bytes::new()),
+                    1 => Response::builder()
+                        .status(status)
+                        .header("x-goog-stored-content-length", total.to_string())
+                        .body(Bytes::new()),
+                    2 => self.object_response(i, status, false, None).map(|mut r| {
+                        r.headers_mut()
+                            .insert("x-goog-stored-content-length", HeaderValue::from(total));
+                        r
+                    }),
+                    _ => self.object_response(i, status, true, None),
+                };
+                return self.lie_reply(Some(i), fate, response, Expect::Integrity);
             }
             _ => {
                 // CompleteEarly: an object resource that looks entirely plausible.
