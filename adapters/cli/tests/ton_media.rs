@@ -2,64 +2,15 @@
 //! faults (given to the server as a session script in a start/INIT header), resume after
 //! `kill -9`, and `--json`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
 use resumable_server::{Server, ServerConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_resumable");
 const KIB: usize = 1024;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64).wrapping_mul(2654435761).to_le_bytes()[2] ^ seed)
-        .collect()
-}
-
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> Self {
-        Scratch(tempfile::tempdir().unwrap())
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.path().join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("XDG_STATE_HOME", self.0.path().join("state"))
-            // No real credentials: the local server needs none.
-            .env_remove("X_CONSUMER_KEY")
-            .env_remove("X_BEARER_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn state_files(&self) -> usize {
-        // Resume states, not their lock files.
-        std::fs::read_dir(self.0.path().join("state").join("resumable"))
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
-                })
-                .count()
-            })
-            .unwrap_or(0)
-    }
-}
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(
@@ -69,14 +20,6 @@ fn json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 // T2-T6: a resumable TON upload through faults (a drop mid-chunk, a 503 with Retry-After)
@@ -111,7 +54,7 @@ fn ton_upload_with_faults() {
         "{location}"
     );
     assert_eq!(server.ton_object("ta_partner", location).unwrap(), bytes);
-    assert_eq!(s.state_files(), 0, "state removed on success");
+    assert_eq!(s.state_files().len(), 0, "state removed on success");
 }
 
 // T1: --single uploads in one request.
@@ -168,7 +111,7 @@ fn ton_resumes_after_kill_9() {
     std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap();
     let _ = child.wait();
-    assert_eq!(s.state_files(), 1);
+    assert_eq!(s.state_files().len(), 1);
 
     let j = json(&s.run(&args));
     assert!(

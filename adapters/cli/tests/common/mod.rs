@@ -60,6 +60,9 @@ impl Scratch {
         let mut c = Command::new(BIN);
         c.args(args)
             .env("XDG_STATE_HOME", self.state_home())
+            // No real credentials: the local server needs none.
+            .env_remove("X_CONSUMER_KEY")
+            .env_remove("X_BEARER_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
