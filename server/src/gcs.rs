@@ -27,14 +27,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use md5::Digest as _;
-use resumable_core::checksum;
 use resumable_core::chunk::GCS_GRANULE;
-use resumable_core::range::{ContentRange, parse_content_range};
 use serde_json::{Value, json};
 
 use crate::blob::Blob;
 use crate::fault::{FaultScript, FaultState};
 use crate::http::{BodyState, Response, percent_decode, percent_encode};
+use crate::parse::{self, ContentRange};
 use crate::server::{Ctx, Outcome};
 use crate::util;
 
@@ -92,9 +91,7 @@ impl ObjectMeta {
     }
 
     fn x_goog_hash(&self) -> String {
-        checksum::x_goog_hash(Some(self.crc32c), self.md5)
-            .and_then(|v| v.to_str().ok().map(str::to_owned))
-            .unwrap_or_default()
+        parse::goog_hash_value(self.crc32c, self.md5.as_ref())
     }
 
     /// The JSON API object resource (G7).
@@ -117,14 +114,14 @@ impl ObjectMeta {
             "contentType": self.content_type,
             "storageClass": "STANDARD",
             "size": self.size().to_string(),
-            "crc32c": checksum::crc32c_base64(self.crc32c),
+            "crc32c": parse::crc32c_base64(self.crc32c),
             "etag": self.etag(),
             "timeCreated": time,
             "updated": time,
             "timeStorageClassUpdated": time,
         });
         if let Some(m) = &self.md5 {
-            v["md5Hash"] = Value::String(checksum::md5_base64(m));
+            v["md5Hash"] = Value::String(parse::md5_base64(m));
         }
         if let Some(meta) = &self.metadata {
             v["metadata"] = meta.clone();
@@ -802,7 +799,10 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
             },
         });
     };
-    let ContentRange { range, total } = parse_content_range(value.as_bytes())
+    let ContentRange { range, total } = value
+        .to_str()
+        .ok()
+        .and_then(parse::content_range)
         .ok_or_else(|| "Failed to parse Content-Range header.".to_owned())?;
     let carried = range.as_ref().map_or(0, |r| r.end - r.start);
     if let Some(n) = length {
@@ -942,7 +942,10 @@ fn check_client_hash(
     crc: u32,
     md5: Option<[u8; 16]>,
 ) -> Option<Response> {
-    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    let claimed = match client_hash(ctx) {
+        Ok(c) => c,
+        Err(message) => return Some(error(api, 400, &message)),
+    };
     let mut mismatch = claimed.crc32c.is_some_and(|c| c != crc);
     if let Some(want) = claimed.md5 {
         let have = md5.unwrap_or_else(|| {
@@ -959,6 +962,17 @@ fn check_client_hash(
             "Provided CRC32C or MD5 (x-goog-hash) does not match the uploaded data",
         )
     })
+}
+
+/// The checksums a client claims in `x-goog-hash` (G7), strictly parsed.
+fn client_hash(ctx: &Ctx<'_>) -> Result<parse::GoogHash, String> {
+    parse::goog_hash(
+        ctx.req
+            .headers
+            .get_all("x-goog-hash")
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// Completion by a final empty request `bytes */T` with T = stored (G4, G7).
@@ -1048,7 +1062,10 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
         blob.for_each_slice(0..blob.len(), |s| m.update(s));
         <[u8; 16]>::from(m.finalize())
     });
-    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    let claimed = match client_hash(ctx) {
+        Ok(c) => c,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
+    };
     if claimed.crc32c.is_some_and(|c| c != crc)
         || (md5.is_some() && claimed.md5.is_some_and(|m| Some(m) != md5))
     {

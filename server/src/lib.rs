@@ -58,6 +58,7 @@ pub mod gcs;
 mod http;
 pub mod media;
 mod multipart;
+mod parse;
 mod server;
 pub mod ton;
 mod util;

@@ -212,21 +212,30 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// `http://HOST` from the request's `Host` (so URLs work under the name the client
-    /// used), or the server's base URL.
+    /// The origin for URLs the server hands out (session URIs, `selfLink`, `mediaLink`):
+    /// `http://HOST:PORT` from the request's `Host` when it names a port (so URLs work under
+    /// the name the client used), or when it names none and the server listens on port 80
+    /// (the scheme's default, which a `Host` may leave out); the server's own address
+    /// otherwise. A `Host` without its port (Google's Rust client sends `host: 127.0.0.1`)
+    /// would send the next request to port 80.
     pub(crate) fn origin(&self) -> String {
-        match self.req.header("host").map(str::trim) {
-            Some(h)
-                if !h.is_empty()
-                    && h.len() <= 255
-                    && h.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                    }) =>
-            {
-                format!("http://{h}")
-            }
-            _ => self.shared.base_url.clone(),
-        }
+        origin_for(
+            self.req.header("host"),
+            &self.shared.addr,
+            &self.shared.base_url,
+        )
+    }
+}
+
+/// See [`Ctx::origin`].
+fn origin_for(host: Option<&str>, listen: &SocketAddr, base_url: &str) -> String {
+    match host.map(str::trim).and_then(crate::parse::host) {
+        Some(crate::parse::Host {
+            name,
+            port: Some(port),
+        }) => format!("http://{name}:{port}"),
+        Some(h) if listen.port() == 80 => format!("http://{}", h.name),
+        _ => base_url.to_owned(),
     }
 }
 
@@ -364,7 +373,10 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::GcsSession(..) if req.method == "DELETE" => RequestKind::GcsDelete,
         Route::GcsSession(..) => {
             let carries_bytes = match req.headers.get("content-range") {
-                Some(v) => resumable_core::range::parse_content_range(v.as_bytes())
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(crate::parse::content_range)
                     .is_none_or(|cr| cr.range.is_some()),
                 None => req.content_length() != Some(0),
             };
@@ -1216,4 +1228,32 @@ fn banner_text(shared: &Shared) -> String {
         },
         polls = shared.config.media_processing_polls,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_origin_never_loses_the_port() {
+        let listen: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        let base = "http://127.0.0.1:4567";
+        let o = |host| origin_for(host, &listen, base);
+        // A Host with a port is the name the client used.
+        assert_eq!(o(Some("localhost:4567")), "http://localhost:4567");
+        assert_eq!(o(Some("[::1]:4567")), "http://[::1]:4567");
+        // Without one (google-cloud-rust sends `host: 127.0.0.1`) the listen address wins.
+        assert_eq!(o(Some("127.0.0.1")), base);
+        assert_eq!(o(Some("localhost")), base);
+        // Malformed or absent: the listen address.
+        assert_eq!(o(Some("a b:1")), base);
+        assert_eq!(o(Some("host:")), base);
+        assert_eq!(o(None), base);
+        // On port 80 a Host may leave the port out.
+        let listen80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(
+            origin_for(Some("storage.test"), &listen80, "http://127.0.0.1:80"),
+            "http://storage.test"
+        );
+    }
 }
