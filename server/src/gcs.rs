@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use crate::blob::Blob;
 use crate::fault::{FaultScript, FaultState};
 use crate::http::{BodyState, Response, percent_decode, percent_encode};
+use crate::json_api::{Bucket, Preconditions};
 use crate::parse::{self, ContentRange};
 use crate::server::{Ctx, Outcome};
 use crate::util;
@@ -129,20 +130,25 @@ impl ObjectMeta {
         v
     }
 
-    /// The completion answer for a session of `api`, or for a download's headers.
+    /// The completion answer for a session of `api`.
     fn completion(&self, api: GcsApi, origin: &str) -> Response {
-        let r = Response::new(200)
-            .header("x-goog-hash", self.x_goog_hash())
-            .header("x-goog-generation", self.generation.to_string())
-            .header("x-goog-metageneration", "1")
-            .header("x-goog-stored-content-length", self.size().to_string())
-            .header("x-goog-stored-content-encoding", "identity")
-            .header("ETag", format!("\"{}\"", self.etag()));
+        let r = object_headers(Response::new(200), self);
         match api {
             GcsApi::Json => r.json(&self.resource(origin)),
             GcsApi::Xml => r,
         }
     }
+}
+
+/// GCS's object headers (`x-goog-hash`, `x-goog-generation`, …, `ETag`) on `r`.
+pub(crate) fn object_headers(r: Response, meta: &ObjectMeta) -> Response {
+    r.header("x-goog-hash", meta.x_goog_hash())
+        .header("x-goog-generation", meta.generation.to_string())
+        .header("x-goog-metageneration", "1")
+        .header("x-goog-stored-content-length", meta.size().to_string())
+        .header("x-goog-stored-content-encoding", "identity")
+        .header("ETag", format!("\"{}\"", meta.etag()))
+        .header("Last-Modified", httpdate::fmt_http_date(meta.created))
 }
 
 /// A resumable session.
@@ -153,6 +159,8 @@ pub(crate) struct Session {
     pub(crate) name: String,
     content_type: String,
     metadata: Option<Value>,
+    /// The start's object preconditions, checked again at completion.
+    preconditions: Preconditions,
     created: Instant,
     /// A session fault script (`session-faults=` on the start URL).
     pub(crate) script: Option<FaultScript>,
@@ -269,6 +277,8 @@ pub struct ObjectInfo {
 pub(crate) struct Gcs {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     objects: Mutex<HashMap<(String, String), Arc<StoredObject>>>,
+    /// Buckets created by a bucket insert (others are known by their objects).
+    buckets: Mutex<HashMap<String, Bucket>>,
     last_generation: Mutex<u64>,
 }
 
@@ -310,8 +320,87 @@ impl Gcs {
             .is_some()
     }
 
+    /// Every object of `bucket`, in no particular order.
+    pub(crate) fn objects_in(&self, bucket: &str) -> Vec<Arc<StoredObject>> {
+        self.objects()
+            .iter()
+            .filter(|((b, _), _)| b == bucket)
+            .map(|(_, o)| Arc::clone(o))
+            .collect()
+    }
+
+    /// Removes the object if it is still `generation`. Returns whether it was.
+    pub(crate) fn remove_object_generation(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: u64,
+    ) -> bool {
+        let mut objects = self.objects();
+        let key = (bucket.to_owned(), name.to_owned());
+        if objects
+            .get(&key)
+            .is_some_and(|o| o.generation == generation)
+        {
+            let old = objects.remove(&key);
+            drop(objects);
+            drop(old);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn bucket_map(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a bucket; `None` when one of that name was created before.
+    pub(crate) fn insert_bucket(&self, name: &str) -> Option<Bucket> {
+        let mut buckets = self.bucket_map();
+        if buckets.contains_key(name) {
+            return None;
+        }
+        let b = Bucket {
+            name: name.to_owned(),
+            created: SystemTime::now(),
+        };
+        buckets.insert(name.to_owned(), b.clone());
+        Some(b)
+    }
+
+    /// A bucket that was created or holds an object.
+    pub(crate) fn bucket(&self, name: &str) -> Option<Bucket> {
+        if let Some(b) = self.bucket_map().get(name) {
+            return Some(b.clone());
+        }
+        self.objects()
+            .iter()
+            .filter(|((b, _), _)| b == name)
+            .map(|(_, o)| o.created)
+            .min()
+            .map(|created| Bucket {
+                name: name.to_owned(),
+                created,
+            })
+    }
+
+    /// Every known bucket, by name.
+    pub(crate) fn buckets(&self) -> Vec<Bucket> {
+        let mut names: Vec<String> = self.bucket_map().keys().cloned().collect();
+        names.extend(self.objects().keys().map(|(b, _)| b.clone()));
+        names.sort();
+        names.dedup();
+        names.iter().filter_map(|n| self.bucket(n)).collect()
+    }
+
+    /// Forgets a created bucket.
+    pub(crate) fn remove_bucket(&self, name: &str) {
+        self.bucket_map().remove(name);
+    }
+
     /// A generation number: microseconds since the epoch, strictly increasing.
-    fn next_generation(&self) -> u64 {
+    pub(crate) fn next_generation(&self) -> u64 {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -336,6 +425,31 @@ impl Gcs {
             .insert((meta.bucket.clone(), meta.name.clone()), object);
         drop(old);
         meta
+    }
+
+    /// Stores the object if `pre` holds against the live one (checked under the lock, so a
+    /// concurrent upload cannot slip in between); gives the bytes back otherwise.
+    pub(crate) fn store_if(
+        &self,
+        meta: ObjectMeta,
+        data: Blob,
+        pre: &Preconditions,
+    ) -> Result<Arc<ObjectMeta>, Blob> {
+        let meta = Arc::new(meta);
+        let key = (meta.bucket.clone(), meta.name.clone());
+        let mut objects = self.objects();
+        if pre.check(objects.get(&key).map(|o| &*o.meta)).is_err() {
+            return Err(data);
+        }
+        let object = Arc::new(StoredObject {
+            meta: Arc::clone(&meta),
+            data,
+        });
+        let old = objects.insert(key, object);
+        // The replaced object, if any, is dropped after the lock is released.
+        drop(objects);
+        drop(old);
+        Ok(meta)
     }
 }
 
@@ -421,13 +535,10 @@ fn reason(status: u16) -> &'static str {
 /// `POST …/upload/storage/v1/b/BUCKET/o?uploadType=resumable[&name=N]` (G2).
 pub(crate) fn start_json(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
     let api = GcsApi::Json;
-    if ctx.req.query_param("uploadType") != Some("resumable") {
-        return Outcome::Respond(error(
-            api,
-            400,
-            "this server supports uploadType=resumable only",
-        ));
-    }
+    let preconditions = match Preconditions::of(ctx.req) {
+        Ok(p) => p,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
+    };
     if let Some(auth) = ctx.req.header("authorization") {
         let token = auth.strip_prefix("Bearer ").map(str::trim).unwrap_or("");
         if token.is_empty() {
@@ -477,7 +588,25 @@ pub(crate) fn start_json(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
         },
     };
     let custom = metadata.as_ref().and_then(|m| m.get("metadata")).cloned();
-    create_session(ctx, api, bucket, &name, content_type, declared, custom, 200)
+    if preconditions.any() {
+        let live = ctx.shared.gcs.object(bucket, &name);
+        if preconditions
+            .check(live.as_deref().map(|o| &*o.meta))
+            .is_err()
+        {
+            return Outcome::Respond(crate::json_api::precondition_failed());
+        }
+    }
+    let start = Start {
+        api,
+        bucket,
+        name: &name,
+        content_type,
+        declared,
+        metadata: custom,
+        preconditions,
+    };
+    create_session(ctx, start, 200)
 }
 
 /// `POST /BUCKET/OBJECT` with `x-goog-resumable: start` (G1); for a signed URL, checks that
@@ -504,7 +633,16 @@ pub(crate) fn start_xml(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome 
         .header("content-type")
         .unwrap_or("application/octet-stream")
         .to_owned();
-    create_session(ctx, api, bucket, name, content_type, None, None, 201)
+    let start = Start {
+        api,
+        bucket,
+        name,
+        content_type,
+        declared: None,
+        metadata: None,
+        preconditions: Preconditions::default(),
+    };
+    create_session(ctx, start, 201)
 }
 
 /// Signed-URL checks (G1, C2). `Some(answer)` when the request fails them.
@@ -544,17 +682,27 @@ fn check_signed(ctx: &Ctx<'_>, api: GcsApi) -> Option<Response> {
     None
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create_session(
-    ctx: &mut Ctx<'_>,
+/// What a start request asks for.
+struct Start<'a> {
     api: GcsApi,
-    bucket: &str,
-    name: &str,
+    bucket: &'a str,
+    name: &'a str,
     content_type: String,
     declared: Option<u64>,
     metadata: Option<Value>,
-    status: u16,
-) -> Outcome {
+    preconditions: Preconditions,
+}
+
+fn create_session(ctx: &mut Ctx<'_>, start: Start<'_>, status: u16) -> Outcome {
+    let Start {
+        api,
+        bucket,
+        name,
+        content_type,
+        declared,
+        metadata,
+        preconditions,
+    } = start;
     let script = match crate::server::session_script(ctx.req) {
         Ok(s) => s,
         Err(message) => return Outcome::Respond(error(api, 400, &message)),
@@ -570,6 +718,7 @@ fn create_session(
         name: name.to_owned(),
         content_type,
         metadata,
+        preconditions,
         created: Instant::now(),
         script,
         state: Mutex::new(SessionState {
@@ -1022,7 +1171,16 @@ fn complete(
         created: SystemTime::now(),
         metadata: session.metadata.clone(),
     };
-    let object = ctx.shared.gcs.store(meta, blob);
+    let object = match ctx.shared.gcs.store_if(meta, blob, &session.preconditions) {
+        Ok(object) => object,
+        Err(mut blob) => {
+            // The precondition no longer holds (another upload won): 412, and the session
+            // stays as it was before this request.
+            blob.truncate(st.stored);
+            session.put_blob(&mut st, blob);
+            return Outcome::Respond(crate::json_api::precondition_failed());
+        }
+    };
     st.stored = size;
     st.crc32c = crc;
     st.total = Some(size);
@@ -1090,41 +1248,12 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     Outcome::Respond(object.completion(api, &ctx.origin()))
 }
 
-/// `GET` of an object: the bytes (`media`) or the JSON resource.
-pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str, media: bool) -> Outcome {
-    let api = if media { GcsApi::Xml } else { GcsApi::Json };
+/// `GET /BUCKET/OBJECT` (XML API): the bytes, with `Range` support.
+pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome {
     let Some(object) = ctx.shared.gcs.object(bucket, name) else {
-        return Outcome::Respond(error(api, 404, "No such object"));
+        return Outcome::Respond(error(GcsApi::Xml, 404, "No such object"));
     };
-    if media {
-        let mut r = object.completion(GcsApi::Xml, &ctx.origin());
-        r = r.body(&object.content_type.clone(), object.data.to_vec());
-        Outcome::Respond(r)
-    } else {
-        Outcome::Respond(Response::new(200).json(&object.resource(&ctx.origin())))
-    }
-}
-
-/// Splits `/upload/storage/v1/b/BUCKET/o` (JSON upload path) into the bucket.
-pub(crate) fn json_upload_bucket(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/upload/storage/v1/b/")?;
-    let bucket = rest.strip_suffix("/o")?;
-    (!bucket.is_empty() && !bucket.contains('/'))
-        .then(|| percent_decode(bucket, false))
-        .flatten()
-}
-
-/// Splits `PREFIX/BUCKET/o/OBJECT` into bucket and object.
-pub(crate) fn json_object_path(path: &str, prefix: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix(prefix)?;
-    let (bucket, object) = rest.split_once("/o/")?;
-    if bucket.is_empty() || bucket.contains('/') || object.is_empty() {
-        return None;
-    }
-    Some((
-        percent_decode(bucket, false)?,
-        percent_decode(object, false)?,
-    ))
+    crate::json_api::download(ctx, object)
 }
 
 /// Splits the XML path `/BUCKET/OBJECT…` into bucket and object.

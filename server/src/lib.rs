@@ -56,6 +56,7 @@ pub mod compliance;
 pub mod fault;
 pub mod gcs;
 mod http;
+mod json_api;
 pub mod media;
 mod multipart;
 mod parse;

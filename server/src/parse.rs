@@ -95,9 +95,7 @@ pub(crate) fn byte_range(value: Option<&str>, size: u64) -> Option<ByteRange> {
     let Some(value) = value else {
         return Some(ByteRange::Whole);
     };
-    let Some((unit, set)) = value.split_once('=') else {
-        return None;
-    };
+    let (unit, set) = value.split_once('=')?;
     if !unit.eq_ignore_ascii_case("bytes") {
         return Some(ByteRange::Whole);
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::compliance::{self, Compliance};
 use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
 use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
-use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
+use crate::http::{Body, BodyState, Conn, Delivery, HeadError, Request, Response};
+use crate::json_api::{self, Allowed, JsonRoute};
 use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
 use crate::ton::{self, Ton, TonRangeForm, TonUploadInfo};
 
@@ -257,7 +258,8 @@ enum Route {
     GcsStartXml(String, String),
     GcsSession(String, Option<Arc<Session>>),
     GcsSimplePut(String, String),
-    GcsGet(String, String, bool),
+    GcsGetXml(String, String),
+    Json(JsonRoute),
     ComplianceCreate,
     ComplianceList,
     ComplianceStatus(String),
@@ -332,23 +334,11 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
             _ => Route::NotAllowed,
         };
     }
-    if let Some(bucket) = gcs::json_upload_bucket(path) {
-        return match m {
-            "POST" => Route::GcsStartJson(bucket),
-            _ => Route::NotAllowed,
-        };
-    }
-    if let Some((b, o)) = gcs::json_object_path(path, "/download/storage/v1/b/") {
-        return match m {
-            "GET" => Route::GcsGet(b, o, true),
-            _ => Route::NotAllowed,
-        };
-    }
-    if let Some((b, o)) = gcs::json_object_path(path, "/storage/v1/b/") {
-        return match m {
-            "GET" => Route::GcsGet(b, o, req.query_param("alt") == Some("media")),
-            _ => Route::NotAllowed,
-        };
+    match json_api::route(req) {
+        Some(Ok(r)) => return Route::Json(r),
+        Some(Err(Allowed::ResumableStart(bucket))) => return Route::GcsStartJson(bucket),
+        Some(Err(_)) => return Route::NotAllowed,
+        None => {}
     }
     if path == "/" {
         return match m {
@@ -360,7 +350,7 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
         return match m {
             "POST" => Route::GcsStartXml(b, o),
             "PUT" => Route::GcsSimplePut(b, o),
-            "GET" => Route::GcsGet(b, o, true),
+            "GET" => Route::GcsGetXml(b, o),
             _ => Route::NotAllowed,
         };
     }
@@ -386,7 +376,7 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
                 RequestKind::GcsQuery
             }
         }
-        Route::GcsSimplePut(..) | Route::GcsGet(..) => RequestKind::GcsOther,
+        Route::GcsSimplePut(..) | Route::GcsGetXml(..) | Route::Json(_) => RequestKind::GcsOther,
         Route::ComplianceCreate => RequestKind::ComplianceCreate,
         Route::ComplianceList | Route::ComplianceStatus(_) => RequestKind::ComplianceStatus,
         Route::ComplianceDownload(_) => RequestKind::ComplianceDownload,
@@ -583,7 +573,8 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
             outcome
         }
         Route::GcsSimplePut(bucket, object) => gcs::simple_put(ctx, bucket, object),
-        Route::GcsGet(bucket, object, media) => gcs::get_object(ctx, bucket, object, *media),
+        Route::GcsGetXml(bucket, object) => gcs::get_object(ctx, bucket, object),
+        Route::Json(r) => json_api::handle(ctx, r),
         Route::ComplianceCreate => compliance::create(ctx),
         Route::ComplianceList => compliance::list(ctx),
         Route::ComplianceStatus(id) => compliance::status(ctx, id),
@@ -732,20 +723,19 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
     if let Some(n) = faults.truncate {
         entry.truncated = true;
         let mut bytes = response.head_bytes(true, 1024);
-        let n = usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(response.body.len());
-        bytes.extend_from_slice(&response.body[..n]);
+        bytes.extend(response.body_prefix(n));
         shared.log(entry);
         let _ = conn.write_all(&bytes);
         let _ = conn.stream.shutdown(Shutdown::Both);
         return false;
     }
     let keep = req.keep_alive && !close && !shared.is_stopped();
-    let mut bytes = response.head_bytes(!keep, 0);
-    bytes.extend_from_slice(&response.body);
     shared.log(entry);
-    let written = conn.write_all(&bytes).is_ok();
+    let written = response
+        .write_to(&mut conn.stream, !keep, Delivery::default(), |d| {
+            shared.sleep(d.min(shared.config.max_stall))
+        })
+        .is_ok();
     if close && written {
         linger(conn);
     }
