@@ -23,6 +23,8 @@ const SCRATCH: usize = 256 * 1024;
 /// One accepted connection with its read buffer.
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// Close with a reset: no shutdown before the socket is closed (`SO_LINGER` 0 is set).
+    pub(crate) reset: bool,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -92,6 +94,7 @@ impl Conn {
     pub(crate) fn new(stream: TcpStream) -> Self {
         Conn {
             stream,
+            reset: false,
             buf: vec![0; MAX_HEAD],
             start: 0,
             end: 0,

@@ -60,6 +60,7 @@ mod json_api;
 pub mod media;
 mod multipart;
 mod parse;
+pub mod retry_test;
 mod server;
 pub mod ton;
 mod util;

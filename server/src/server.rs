@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::compliance::{self, Compliance};
 use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
 use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
-use crate::http::{Body, BodyState, Conn, Delivery, HeadError, Request, Response};
+use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
 use crate::json_api::{self, Allowed, JsonRoute};
 use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
+use crate::retry_test::{self, RetryTests};
 use crate::ton::{self, Ton, TonRangeForm, TonUploadInfo};
 
 /// The most connections served at once; more are closed on accept.
@@ -170,6 +171,7 @@ pub(crate) struct Shared {
     pub(crate) compliance: Compliance,
     pub(crate) ton: Ton,
     pub(crate) media: MediaStore,
+    pub(crate) retry_tests: RetryTests,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -260,6 +262,10 @@ enum Route {
     GcsSimplePut(String, String),
     GcsGetXml(String, String),
     Json(JsonRoute),
+    RetryTestCreate,
+    RetryTestList,
+    RetryTestGet(String),
+    RetryTestDelete(String),
     ComplianceCreate,
     ComplianceList,
     ComplianceStatus(String),
@@ -334,6 +340,25 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
             _ => Route::NotAllowed,
         };
     }
+    if path == "/retry_test" {
+        return match m {
+            "POST" => Route::RetryTestCreate,
+            _ => Route::NotAllowed,
+        };
+    }
+    if path == "/retry_tests" {
+        return match m {
+            "GET" => Route::RetryTestList,
+            _ => Route::NotAllowed,
+        };
+    }
+    if let Some(id) = path.strip_prefix("/retry_test/") {
+        return match m {
+            "GET" => Route::RetryTestGet(id.to_owned()),
+            "DELETE" => Route::RetryTestDelete(id.to_owned()),
+            _ => Route::NotAllowed,
+        };
+    }
     match json_api::route(req) {
         Some(Ok(r)) => return Route::Json(r),
         Some(Err(Allowed::ResumableStart(bucket))) => return Route::GcsStartJson(bucket),
@@ -387,7 +412,50 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::TonObject(..) if req.method == "PUT" => RequestKind::TonChunk,
         Route::TonObject(..) => RequestKind::TonOther,
         Route::Media(r, _) => r.kind(),
-        Route::Index | Route::NotFound | Route::NotAllowed => RequestKind::Other,
+        Route::Index
+        | Route::NotFound
+        | Route::NotAllowed
+        | Route::RetryTestCreate
+        | Route::RetryTestList
+        | Route::RetryTestGet(_)
+        | Route::RetryTestDelete(_) => RequestKind::Other,
+    }
+}
+
+/// The storage-testbench operation a request is (see [`crate::retry_test`]).
+fn operation(route: &Route, req: &Request) -> Option<&'static str> {
+    Some(match route {
+        Route::GcsStartJson(_)
+        | Route::GcsStartXml(..)
+        | Route::GcsSimplePut(..)
+        | Route::Json(JsonRoute::Upload(_)) => retry_test::INSERT,
+        Route::GcsSession(..) if req.method == "PUT" => retry_test::INSERT,
+        Route::GcsGetXml(..) | Route::Json(JsonRoute::ObjectGet { .. }) => retry_test::GET,
+        Route::Json(JsonRoute::ObjectList(_)) => "storage.objects.list",
+        Route::Json(JsonRoute::ObjectDelete(..)) => "storage.objects.delete",
+        Route::Json(JsonRoute::BucketList) => "storage.buckets.list",
+        Route::Json(JsonRoute::BucketInsert) => "storage.buckets.insert",
+        Route::Json(JsonRoute::BucketGet(_)) => "storage.buckets.get",
+        Route::Json(JsonRoute::BucketDelete(_)) => "storage.buckets.delete",
+        _ => return None,
+    })
+}
+
+/// What byte-offset instructions see of a request.
+fn retry_view(route: &Route, req: &Request) -> retry_test::View {
+    match route {
+        Route::GcsSession(_, Some(session)) if req.method == "PUT" => {
+            let stored = session.lock().stored;
+            let range = match req.header("content-range") {
+                Some(v) => crate::parse::content_range(v).and_then(|c| c.range),
+                None => req.content_length().filter(|n| *n > 0).map(|n| 0..n),
+            };
+            retry_test::View::Chunk { stored, range }
+        }
+        Route::GcsSimplePut(..) | Route::Json(JsonRoute::Upload(_)) => {
+            retry_test::View::Simple(req.content_length())
+        }
+        _ => retry_test::View::Other,
     }
 }
 
@@ -575,6 +643,16 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
         Route::GcsSimplePut(bucket, object) => gcs::simple_put(ctx, bucket, object),
         Route::GcsGetXml(bucket, object) => gcs::get_object(ctx, bucket, object),
         Route::Json(r) => json_api::handle(ctx, r),
+        Route::RetryTestCreate => match ctx.body.read_small(64 * 1024) {
+            Ok(body) => Outcome::Respond(retry_test::create(&ctx.shared.retry_tests, &body)),
+            Err(true) => Outcome::Close(gcs::error(GcsApi::Json, 413, "retry test too large")),
+            Err(false) => Outcome::Drop,
+        },
+        Route::RetryTestList => Outcome::Respond(retry_test::list(&ctx.shared.retry_tests)),
+        Route::RetryTestGet(id) => Outcome::Respond(retry_test::get(&ctx.shared.retry_tests, id)),
+        Route::RetryTestDelete(id) => {
+            Outcome::Respond(retry_test::delete(&ctx.shared.retry_tests, id))
+        }
         Route::ComplianceCreate => compliance::create(ctx),
         Route::ComplianceList => compliance::list(ctx),
         Route::ComplianceStatus(id) => compliance::status(ctx, id),
@@ -642,6 +720,14 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
     faults.extend(server_script);
     faults.extend(session_script);
     faults.extend(request_faults);
+    // storage-testbench's instructions (x-retry-test-id, x-goog-emulator-instructions).
+    let plan = retry_test::plan(
+        &shared.retry_tests,
+        &req.headers,
+        operation(&route, &req),
+        &retry_view(&route, &req),
+    );
+    faults.extend(plan.faults.iter().copied());
     let fault_set = FaultSet::from_faults(&faults);
 
     let mut entry = LogEntry {
@@ -672,17 +758,37 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         faults: fault_set,
         upload_id: None,
     };
+    let mut plan = plan;
     let outcome = if let Err(message) = &parsed {
         ctx.body.drain();
         Outcome::Respond(Response::new(400).body(
             "text/plain; charset=utf-8",
             format!("{message}\n").into_bytes(),
         ))
+    } else if let Some(r) = plan.refuse.take() {
+        ctx.body.drain();
+        Outcome::Respond(r)
     } else if let Some(code) = ctx.faults.status {
         ctx.body.drain();
         Outcome::Respond(injected(&route, kind, api, code, &ctx.faults))
     } else {
         dispatch(&mut ctx, &route)
+    };
+    // Instructions that act once the request was handled.
+    let outcome = match (outcome, plan.answer_instead) {
+        (Outcome::Respond(_), Some(code)) => {
+            Outcome::Respond(injected(&route, kind, api, code, &ctx.faults))
+        }
+        (Outcome::Respond(r), None) => {
+            if let (Some((n, id, op, text)), Route::GcsSession(..), 200 | 201) =
+                (plan.on_completion.take(), &route, r.status)
+            {
+                ctx.faults.truncate = Some(n);
+                shared.retry_tests.consume(&id, op, &text);
+            }
+            Outcome::Respond(r)
+        }
+        (other, _) => other,
     };
     if matches!(outcome, Outcome::Respond(_)) {
         ctx.body.drain();
@@ -715,10 +821,22 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
             // Dropped: close without answering. (Logged first, so a client that sees the
             // connection close can already read the log.)
             shared.log(entry);
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            if plan.reset {
+                // A reset, not an orderly close: with SO_LINGER 0 the last close of the
+                // socket sends RST (the connection thread closes it without a shutdown).
+                let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+                conn.reset = true;
+            } else {
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
             return false;
         }
     };
+    let mut response = response;
+    if plan.corrupt && matches!(response.status, 200 | 206) && response.body_len() > 0 {
+        response.materialize();
+        response.body[0] = response.body[0].wrapping_add(1);
+    }
     entry.status = Some(response.status);
     if let Some(n) = faults.truncate {
         entry.truncated = true;
@@ -731,11 +849,18 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
     }
     let keep = req.keep_alive && !close && !shared.is_stopped();
     shared.log(entry);
+    let delivery = plan.delivery;
+    let cut = delivery.cut_after.is_some_and(|n| n < response.body_len());
     let written = response
-        .write_to(&mut conn.stream, !keep, Delivery::default(), |d| {
+        .write_to(&mut conn.stream, !keep, delivery, |d| {
             shared.sleep(d.min(shared.config.max_stall))
         })
         .is_ok();
+    if cut {
+        // A broken stream: the body stops short and the connection closes.
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        return false;
+    }
     if close && written {
         linger(conn);
     }
@@ -765,7 +890,9 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
             break;
         }
     }
-    let _ = conn.stream.shutdown(Shutdown::Both);
+    if !conn.reset {
+        let _ = conn.stream.shutdown(Shutdown::Both);
+    }
 }
 
 /// Answers a request that cannot be read, then closes gracefully: stop writing, and read
@@ -910,6 +1037,7 @@ impl Server {
             compliance: Compliance::default(),
             ton: Ton::default(),
             media: MediaStore::default(),
+            retry_tests: RetryTests::default(),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
