@@ -164,6 +164,9 @@ pub(crate) struct Session {
     created: Instant,
     /// A session fault script (`session-faults=` on the start URL).
     pub(crate) script: Option<FaultScript>,
+    /// The `x-retry-test-id` of the start: the session's requests consume that retry test's
+    /// instructions even without the header (see [`crate::retry_test`]).
+    pub(crate) retry_test: Option<String>,
     pub(crate) state: Mutex<SessionState>,
     cv: Condvar,
 }
@@ -721,6 +724,10 @@ fn create_session(ctx: &mut Ctx<'_>, start: Start<'_>, status: u16) -> Outcome {
         preconditions,
         created: Instant::now(),
         script,
+        retry_test: ctx
+            .req
+            .header("x-retry-test-id")
+            .map(|id| id.trim().to_owned()),
         state: Mutex::new(SessionState {
             declared,
             total: None,

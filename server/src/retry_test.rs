@@ -12,6 +12,10 @@
 //! - A request carrying `x-retry-test-id: ID` consumes the next instruction queued for its
 //!   operation (below), when the instruction applies to it; once every queue is empty the
 //!   test is `completed`. An unknown `ID` is `404`.
+//! - Beyond the testbench: a resumable session whose start carried `x-retry-test-id` keeps
+//!   the id, and its later requests act as if they carried it too (for clients that send
+//!   extra headers on the start only, such as `resumable gcs -H`). A request's own header
+//!   wins.
 //! - `GET /retry_test/{id}` → the resource; `GET /retry_tests` → `{"retry_test": […]}`;
 //!   `DELETE /retry_test/{id}` → `200`.
 //!
@@ -326,12 +330,14 @@ pub(crate) struct Plan {
     pub(crate) refuse: Option<Response>,
 }
 
-/// The plan for a request of `operation` (if it has one) with these headers.
+/// The plan for a request of `operation` (if it has one) with these headers; `session_id`
+/// is the retry test id its session was started with, if any.
 pub(crate) fn plan(
     tests: &RetryTests,
     headers: &http::HeaderMap,
     operation: Option<&'static str>,
     view: &View,
+    session_id: Option<&str>,
 ) -> Plan {
     let mut plan = Plan::default();
     let Some(operation) = operation else {
@@ -340,7 +346,11 @@ pub(crate) fn plan(
     if let Some(text) = emulator_instructions(headers) {
         emulator(&mut plan, operation, view, &text);
     }
-    let Some(id) = headers.get("x-retry-test-id").and_then(|v| v.to_str().ok()) else {
+    let Some(id) = headers
+        .get("x-retry-test-id")
+        .and_then(|v| v.to_str().ok())
+        .or(session_id)
+    else {
         return plan;
     };
     let id = id.trim().to_owned();
@@ -594,7 +604,7 @@ mod tests {
         assert_eq!(v["transport"], "HTTP");
         let mut headers = http::HeaderMap::new();
         headers.insert("x-retry-test-id", id.parse().unwrap());
-        let p = plan(&tests, &headers, Some(GET), &View::Other);
+        let p = plan(&tests, &headers, Some(GET), &View::Other, None);
         assert_eq!(
             p.faults,
             vec![Fault::Status {
@@ -603,9 +613,9 @@ mod tests {
             }]
         );
         // Another operation is untouched.
-        let p = plan(&tests, &headers, Some(INSERT), &View::Other);
+        let p = plan(&tests, &headers, Some(INSERT), &View::Other, None);
         assert!(p.faults.is_empty());
-        let p = plan(&tests, &headers, Some(GET), &View::Other);
+        let p = plan(&tests, &headers, Some(GET), &View::Other, None);
         assert_eq!(p.delivery.cut_after, Some(4));
         let v: Value = serde_json::from_slice(&get(&tests, &id).body).unwrap();
         assert_eq!(v["completed"], true);
@@ -613,7 +623,7 @@ mod tests {
         // Unknown ids are 404, on the API and on requests.
         headers.insert("x-retry-test-id", "nope".parse().unwrap());
         assert_eq!(
-            plan(&tests, &headers, Some(GET), &View::Other)
+            plan(&tests, &headers, Some(GET), &View::Other, None)
                 .refuse
                 .map(|r| r.status),
             Some(404)

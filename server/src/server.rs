@@ -726,6 +726,10 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         &req.headers,
         operation(&route, &req),
         &retry_view(&route, &req),
+        match &route {
+            Route::GcsSession(_, Some(s)) => s.retry_test.as_deref(),
+            _ => None,
+        },
     );
     faults.extend(plan.faults.iter().copied());
     let fault_set = FaultSet::from_faults(&faults);
