@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::blob::Blob;
 use crate::fault::{FaultScript, FaultState};
+use crate::hash::{Digest, Hasher};
 use crate::http::{BodyState, Response, percent_decode, percent_encode};
 use crate::json_api::{Bucket, Preconditions};
 use crate::parse::{self, ContentRange};
@@ -181,8 +182,11 @@ pub(crate) struct SessionState {
     pub(crate) stored: u64,
     /// The stored bytes; `None` while a request is writing them.
     blob: Option<Blob>,
-    crc32c: u32,
-    md5: Option<md5::Md5>,
+    /// The checksums of the stored bytes, while no hasher thread keeps them.
+    digest: Digest,
+    /// The thread hashing the stored bytes (for large uploads); its digest is the truth
+    /// while it exists.
+    hasher: Option<Hasher>,
     pub(crate) completed: Option<Arc<ObjectMeta>>,
     pub(crate) expired: bool,
     pub(crate) body_bytes: u64,
@@ -713,7 +717,6 @@ fn create_session(ctx: &mut Ctx<'_>, start: Start<'_>, status: u16) -> Outcome {
     let gcs = &ctx.shared.gcs;
     gcs.purge(ctx.shared.config.session_ttl);
     let id = util::random_id();
-    let md5 = ctx.shared.config.md5.then(md5::Md5::new);
     let session = Arc::new(Session {
         id: id.clone(),
         api,
@@ -733,8 +736,8 @@ fn create_session(ctx: &mut Ctx<'_>, start: Start<'_>, status: u16) -> Outcome {
             total: None,
             stored: 0,
             blob: Some(Blob::default()),
-            crc32c: 0,
-            md5,
+            digest: Digest::new(ctx.shared.config.md5),
+            hasher: None,
             completed: None,
             expired: false,
             body_bytes: 0,
@@ -975,6 +978,142 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
     })
 }
 
+/// Requests carrying at least this many bytes are hashed on the session's hasher thread
+/// while they are read (smaller ones inline, after the body).
+const PIPE_MIN: u64 = 4 << 20;
+
+/// How a request's bytes are hashed.
+enum Hashing {
+    /// After the body, on this thread: the digest of the bytes stored before it.
+    Inline(Digest),
+    /// On the session's hasher thread, as the bytes arrive.
+    Piped {
+        hasher: Hasher,
+        /// The digest of the bytes stored before this request, once asked for.
+        start: StartDigest,
+    },
+}
+
+/// The digest at the start of a request, from a hasher checkpoint.
+enum StartDigest {
+    Pending(std::sync::mpsc::Receiver<(u64, Digest)>),
+    Known(Digest),
+}
+
+impl Hashing {
+    /// The session's hashing for a request of `len` bytes (`None`: unknown) from `st`.
+    fn take(st: &mut SessionState, len: Option<u64>) -> Hashing {
+        let hasher = match st.hasher.take() {
+            Some(h) => Some(h),
+            None if len.is_none_or(|n| n >= PIPE_MIN) => {
+                Hasher::spawn(st.stored, st.digest.clone())
+            }
+            None => None,
+        };
+        match hasher {
+            Some(hasher) => Hashing::Piped {
+                start: StartDigest::Pending(hasher.checkpoint()),
+                hasher,
+            },
+            None => Hashing::Inline(st.digest.clone()),
+        }
+    }
+
+    /// Feeds the bytes of `blob` that will not change any more (piped only).
+    fn feed_sealed(&mut self, blob: &mut Blob) {
+        if let Hashing::Piped { hasher, .. } = self {
+            let sealed = blob.sealed_len();
+            let fed = hasher.fed();
+            if sealed > fed {
+                hasher.feed(blob, fed..sealed);
+            }
+        }
+    }
+
+    /// Makes the digest cover exactly `0..keep` of `blob` (`stored..keep` being this
+    /// request's bytes).
+    fn settle(&mut self, blob: &Blob, stored: u64, keep: u64) {
+        match self {
+            Hashing::Inline(d) => d.update_from(blob, stored..keep),
+            Hashing::Piped { hasher, start } => {
+                let fed = hasher.fed();
+                if fed <= keep {
+                    hasher.feed(blob, fed..keep);
+                } else {
+                    // More was hashed than is kept: back to the start, then the kept part.
+                    let mut d = start.get();
+                    d.update_from(blob, stored..keep);
+                    hasher.reset(keep, d);
+                }
+            }
+        }
+    }
+
+    /// Puts the session's hashing back as it was before the request (`stored` bytes).
+    fn restore(self, st: &mut SessionState, stored: u64) {
+        if let Hashing::Piped {
+            mut hasher,
+            mut start,
+        } = self
+        {
+            if hasher.fed() != stored {
+                hasher.reset(stored, start.get());
+            }
+            st.hasher = Some(hasher);
+        }
+    }
+
+    /// Keeps the settled hashing in the session.
+    fn commit(self, st: &mut SessionState) {
+        match self {
+            Hashing::Inline(d) => st.digest = d,
+            Hashing::Piped { hasher, .. } => st.hasher = Some(hasher),
+        }
+    }
+
+    /// The settled digest (waiting for the hasher thread).
+    fn digest(&self) -> Digest {
+        match self {
+            Hashing::Inline(d) => d.clone(),
+            // The thread cannot go away while its sender lives; were it gone, the empty
+            // digest would show as a checksum mismatch, never as a silent success.
+            Hashing::Piped { hasher, .. } => hasher.digest().unwrap_or_default(),
+        }
+    }
+}
+
+impl StartDigest {
+    /// The digest (waiting for the checkpoint the first time).
+    fn get(&mut self) -> Digest {
+        if let StartDigest::Pending(rx) = self {
+            let d = rx.recv().map(|(_, d)| d).unwrap_or_default();
+            *self = StartDigest::Known(d);
+        }
+        match self {
+            StartDigest::Known(d) => d.clone(),
+            StartDigest::Pending(_) => Digest::default(),
+        }
+    }
+}
+
+/// Reads up to `n` body bytes into `blob`, feeding the hasher segment by segment.
+fn read_body(ctx: &mut Ctx<'_>, blob: &mut Blob, n: u64, hashing: &mut Hashing) {
+    if matches!(hashing, Hashing::Inline(_)) {
+        ctx.body.read_into(blob, n);
+        return;
+    }
+    let mut left = n;
+    while left > 0 {
+        let want = left.min(crate::blob::SEGMENT as u64);
+        let got = ctx.body.read_into(blob, want);
+        left -= got;
+        hashing.feed_sealed(blob);
+        if got < want {
+            break;
+        }
+    }
+}
+
 /// Reads a chunk's body into the session and answers. The body is read and hashed without
 /// the session lock (the blob is taken out meanwhile, so the session is busy).
 fn upload<'a>(
@@ -985,18 +1124,22 @@ fn upload<'a>(
     put: Put,
 ) -> Outcome {
     let api = session.api;
-    let (st, blob) = session.take_blob(st);
+    let (mut st, blob) = session.take_blob(st);
     let Some(mut blob) = blob else {
         return Outcome::Respond(error(api, 503, "another request is writing this session"));
     };
     let stored = st.stored;
-    let (crc0, md5_0) = (st.crc32c, st.md5.clone());
+    let mut hashing = Hashing::take(
+        &mut st,
+        range.as_ref().map(|r| r.end.saturating_sub(stored)),
+    );
     drop(st);
 
     // Give the blob back unchanged and answer `response`.
-    let refuse = |mut blob: Blob, response: Outcome| {
+    let refuse = |mut blob: Blob, hashing: Hashing, response: Outcome| {
         blob.truncate(stored);
         let mut st = session.lock();
+        hashing.restore(&mut st, stored);
         session.put_blob(&mut st, blob);
         response
     };
@@ -1011,7 +1154,7 @@ fn upload<'a>(
     let skip = stored.min(end) - start;
     let skipped = ctx.body.discard(skip);
     if skipped == skip && end > stored {
-        ctx.body.read_into(&mut blob, end - stored);
+        read_body(ctx, &mut blob, end - stored, &mut hashing);
     }
     let received_end = start + ctx.body.received();
     if received_end > max {
@@ -1020,7 +1163,7 @@ fn upload<'a>(
             413,
             &format!("objects of this server are at most {max} bytes"),
         );
-        return refuse(blob, Outcome::Close(r));
+        return refuse(blob, hashing, Outcome::Close(r));
     }
     if ctx.body.state() == BodyState::Open {
         // Chunked framing: find out whether the body ends here.
@@ -1033,18 +1176,18 @@ fn upload<'a>(
             // Chunked framing with more bytes than the range says.
             ctx.body.drain();
             let r = error(api, 400, "the body is longer than its Content-Range");
-            return refuse(blob, Outcome::Respond(r));
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         BodyState::Done if put.open_ended => {
             if received_end < stored {
                 let r = error(api, 400, "the body is shorter than what is stored");
-                return refuse(blob, Outcome::Respond(r));
+                return refuse(blob, hashing, Outcome::Respond(r));
             }
             (received_end, Some(received_end))
         }
         BodyState::Done if received_end < end => {
             let r = error(api, 400, "the body is shorter than its Content-Range");
-            return refuse(blob, Outcome::Respond(r));
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         BodyState::Done => {
             // The persist fault stores less than arrived (G5).
@@ -1057,30 +1200,29 @@ fn upload<'a>(
         }
     };
     blob.truncate(keep);
-    let mut crc = crc0;
-    blob.for_each_slice(stored..keep, |s| crc = crc32c::crc32c_append(crc, s));
-    let md5 = md5_0.map(|mut m| {
-        blob.for_each_slice(stored..keep, |s| m.update(s));
-        m
-    });
+    hashing.settle(&blob, stored, keep);
 
     if final_total == Some(keep) {
-        let digest = md5.map(|m| <[u8; 16]>::from(m.finalize()));
-        if let Some(r) = check_client_hash(ctx, api, &blob, crc, digest) {
-            return refuse(blob, Outcome::Respond(r));
+        let digest = hashing.digest();
+        let (crc, md5) = (digest.crc32c, digest.md5_digest());
+        if let Some(r) = check_client_hash(ctx, api, &blob, crc, md5) {
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         let st = session.lock();
-        return complete(ctx, session, st, blob, crc, digest);
+        return complete(ctx, session, st, blob, crc, md5);
     }
     let mut st = session.lock();
     if st.expired {
         // Deleted or expired while the body was arriving.
         drop(st);
-        return refuse(blob, Outcome::Respond(error(api, 404, "No such upload")));
+        return refuse(
+            blob,
+            hashing,
+            Outcome::Respond(error(api, 404, "No such upload")),
+        );
     }
     st.stored = keep;
-    st.crc32c = crc;
-    st.md5 = md5;
+    hashing.commit(&mut st);
     session.put_blob(&mut st, blob);
     drop(st);
     if ctx.body.state() == BodyState::Cut {
@@ -1142,9 +1284,12 @@ fn finish(
     let Some(blob) = blob else {
         return Outcome::Respond(error(api, 503, "another request is writing this session"));
     };
-    let crc = st.crc32c;
-    let md5 = st.md5.clone().map(|m| <[u8; 16]>::from(m.finalize()));
     let mut st = st;
+    let digest = match &st.hasher {
+        Some(h) => h.digest().unwrap_or_default(),
+        None => st.digest.clone(),
+    };
+    let (crc, md5) = (digest.crc32c, digest.md5_digest());
     if let Some(r) = check_client_hash(ctx, api, &blob, crc, md5) {
         session.put_blob(&mut st, blob);
         return Outcome::Respond(r);
@@ -1182,14 +1327,18 @@ fn complete(
         Ok(object) => object,
         Err(mut blob) => {
             // The precondition no longer holds (another upload won): 412, and the session
-            // stays as it was before this request.
+            // stays as it was before this request (its checksums hashed again: a rare path).
             blob.truncate(st.stored);
+            st.hasher = None;
+            st.digest = Digest::new(ctx.shared.config.md5);
+            let n = st.stored;
+            st.digest.update_from(&blob, 0..n);
             session.put_blob(&mut st, blob);
             return Outcome::Respond(crate::json_api::precondition_failed());
         }
     };
     st.stored = size;
-    st.crc32c = crc;
+    st.hasher = None;
     st.total = Some(size);
     st.completed = Some(Arc::clone(&object));
     // The bytes now belong to the object; the session keeps an empty blob.
@@ -1209,7 +1358,16 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     }
     let max = ctx.shared.config.max_object_size;
     let mut blob = Blob::default();
-    ctx.body.read_into(&mut blob, max.saturating_add(1));
+    let length = ctx.req.content_length();
+    let md5_on = ctx.shared.config.md5;
+    let digest = crate::hash::read_hashed(
+        &mut ctx.body,
+        length,
+        &mut blob,
+        max.saturating_add(1),
+        md5_on,
+        PIPE_MIN,
+    );
     if blob.len() > max {
         return Outcome::Close(error(
             api,
@@ -1220,13 +1378,7 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     if ctx.body.state() != BodyState::Done {
         return Outcome::Drop;
     }
-    let mut crc = 0;
-    blob.for_each_slice(0..blob.len(), |s| crc = crc32c::crc32c_append(crc, s));
-    let md5 = ctx.shared.config.md5.then(|| {
-        let mut m = md5::Md5::new();
-        blob.for_each_slice(0..blob.len(), |s| m.update(s));
-        <[u8; 16]>::from(m.finalize())
-    });
+    let (crc, md5) = (digest.crc32c, digest.md5_digest());
     let claimed = match client_hash(ctx) {
         Ok(c) => c,
         Err(message) => return Outcome::Respond(error(api, 400, &message)),

@@ -41,7 +41,6 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use md5::Digest as _;
 use serde_json::{Value, json};
 
 use crate::blob::Blob;
@@ -584,7 +583,20 @@ fn upload(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
     // Read the whole body (objects are kept in memory).
     let max = ctx.shared.config.max_object_size;
     let mut blob = Blob::default();
-    ctx.body.read_into(&mut blob, max.saturating_add(64 * 1024));
+    // A media body is the object: hashed as it arrives. A multipart one is parsed first.
+    let digest = if kind == "media" {
+        Some(crate::hash::read_hashed(
+            &mut ctx.body,
+            ctx.req.content_length(),
+            &mut blob,
+            max.saturating_add(64 * 1024),
+            ctx.shared.config.md5,
+            4 << 20,
+        ))
+    } else {
+        ctx.body.read_into(&mut blob, max.saturating_add(64 * 1024));
+        None
+    };
     if ctx.body.state() == BodyState::Open {
         return Outcome::Close(error(
             GcsApi::Json,
@@ -656,17 +668,24 @@ fn upload(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
         data.extend_from_slice(&media);
         (upload, data)
     };
-    store(ctx, bucket, upload, data, pre)
+    let digest = digest.unwrap_or_else(|| {
+        let mut d = crate::hash::Digest::new(ctx.shared.config.md5 || upload.claimed_md5.is_some());
+        d.update_from(&data, 0..data.len());
+        d
+    });
+    store(ctx, bucket, upload, data, &digest, pre)
 }
 
-fn store(ctx: &Ctx<'_>, bucket: &str, upload: Upload, data: Blob, pre: Preconditions) -> Outcome {
-    let mut crc = 0;
-    data.for_each_slice(0..data.len(), |s| crc = crc32c::crc32c_append(crc, s));
-    let md5 = (ctx.shared.config.md5 || upload.claimed_md5.is_some()).then(|| {
-        let mut m = md5::Md5::new();
-        data.for_each_slice(0..data.len(), |s| m.update(s));
-        <[u8; 16]>::from(m.finalize())
-    });
+fn store(
+    ctx: &Ctx<'_>,
+    bucket: &str,
+    upload: Upload,
+    data: Blob,
+    digest: &crate::hash::Digest,
+    pre: Preconditions,
+) -> Outcome {
+    let crc = digest.crc32c;
+    let md5 = digest.md5_digest();
     if let Some(c) = upload.claimed_crc32c.filter(|c| *c != crc) {
         return json_error(
             400,

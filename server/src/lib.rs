@@ -55,6 +55,7 @@ mod blob;
 pub mod compliance;
 pub mod fault;
 pub mod gcs;
+mod hash;
 mod http;
 mod json_api;
 pub mod media;

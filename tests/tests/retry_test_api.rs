@@ -944,3 +944,79 @@ fn the_core_passes_the_retry_matrix() {
         );
     }
 }
+
+#[test]
+fn large_chunks_are_hashed_while_read_and_rewound_when_less_is_kept() {
+    // G5, G7: chunks of 4 MiB and more are hashed on a thread as they arrive; whatever a
+    // request ends up keeping (all, a persisted prefix, a cut prefix, nothing), the object's
+    // checksums are those of its bytes.
+    const MIB: usize = 1 << 20;
+    let server = server();
+    let src = data(30 * MIB + 77);
+    let total = Some(src.len());
+    let session = json_session(&server, "bkt", "big");
+    let mut conn = Conn::open(server.addr());
+    // 0..12 MiB, of which only 5 MiB are kept (the 503 after 5120 KiB): more was hashed.
+    let id = retry_test(
+        &server,
+        json!({"storage.objects.insert": ["return-503-after-5120K"]}),
+    );
+    let r = put_chunk(
+        &mut conn,
+        &session,
+        &src,
+        0..12 * MIB,
+        total,
+        &[("x-retry-test-id", &id)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(server.session(&session).unwrap().stored, 5 * MIB as u64);
+    // 5..20 MiB cut after 9 MiB of body: 14 MiB kept (a multiple of 256 KiB).
+    let r = put_chunk(
+        &mut conn,
+        &session,
+        &src,
+        5 * MIB..20 * MIB,
+        total,
+        &[("x-resumable-fault", "drop-after:9MiB")],
+    );
+    assert!(r.is_err(), "the connection was dropped");
+    assert_eq!(server.session(&session).unwrap().stored, 14 * MIB as u64);
+    let mut conn = Conn::open(server.addr());
+    // The final chunk with a wrong x-goog-hash: refused, nothing kept.
+    let wrong = format!("crc32c={}", crc_b64(b"not it"));
+    let r = put_chunk(
+        &mut conn,
+        &session,
+        &src,
+        14 * MIB..src.len(),
+        total,
+        &[("x-goog-hash", &wrong)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(server.session(&session).unwrap().stored, 14 * MIB as u64);
+    // Then right.
+    let right = format!("crc32c={},md5={}", crc_b64(&src), md5_b64(&src));
+    let r = put_chunk(
+        &mut conn,
+        &session,
+        &src,
+        14 * MIB..src.len(),
+        total,
+        &[("x-goog-hash", &right)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["crc32c"], crc_b64(&src));
+    assert_eq!(r.json()["md5Hash"], md5_b64(&src));
+    assert!(server.object("bkt", "big").unwrap() == src);
+    // A whole object in one request, and a media upload of 9 MB: hashed while read too.
+    let session = json_session(&server, "bkt", "one");
+    let r = put_chunk(&mut conn, &session, &src, 0..src.len(), total, &[]).unwrap();
+    assert_eq!(r.json()["md5Hash"], md5_b64(&src));
+    let r = media_upload(&server, "media", &src[..9_000_000], &[]);
+    assert_eq!(r.json()["crc32c"], crc_b64(&src[..9_000_000]));
+    assert_eq!(r.json()["md5Hash"], md5_b64(&src[..9_000_000]));
+}
