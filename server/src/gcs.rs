@@ -2,8 +2,13 @@
 //!
 //! Decisions where the rules leave a choice, each as GCS does it where known:
 //! - Session URIs are `ORIGIN/upload/storage/v1/b/BUCKET/o?uploadType=resumable&upload_id=ID`
-//!   for both APIs (ORIGIN from the request's `Host`); any `PUT`/`DELETE` carrying
-//!   `upload_id` reaches the session, whatever its path.
+//!   for both APIs; any `PUT`/`DELETE` carrying `upload_id` reaches the session, whatever
+//!   its path. ORIGIN is the request's `Host` when it names a port (or the server listens
+//!   on 80), the server's own address otherwise: a `Host` without its port would send the
+//!   next request to port 80.
+//! - A JSON API start is accepted at `/upload/storage/v1/…` and
+//!   `/resumable/upload/storage/v1/…`; its preconditions (`ifGenerationMatch=0`, …) are
+//!   checked at the start and again at completion (`412`).
 //! - A chunk that starts beyond what is stored (a gap) is answered `503` and stored nowhere:
 //!   Google's upload front end answers a chunk past the persisted offset with 503, which a
 //!   correct client meets with a status query (G8) and a resend from the persisted offset.

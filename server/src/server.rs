@@ -1319,6 +1319,9 @@ fn banner_text(shared: &Shared) -> String {
          \x20     with x-goog-resumable: start and Content-Type (any BUCKET/OBJECT path works)\n\
          \x20 GCS JSON API start (G2):         POST {base}/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT\n\
          \x20 GCS download:                    GET  {base}/download/storage/v1/b/BUCKET/o/OBJECT?alt=media\n\
+         \x20 GCS JSON API (Google's clients):  {base}/storage/v1/b[/BUCKET[/o[/OBJECT]]], uploadType=media|multipart|resumable\n\
+         \x20     e.g. STORAGE_EMULATOR_HOST={base} for google-cloud-storage (Python)\n\
+         \x20 Retry Test API (storage-testbench): POST {base}/retry_test, then x-retry-test-id: ID\n\
          \x20 Compliance jobs (C1-C3):         POST {base}/2/compliance/jobs  (Authorization: Bearer <any>)\n\
          \x20 TON single upload (T1):          POST {base}/1.1/ton/bucket/BUCKET  (Content-Type, Content-Length < 64 MiB)\n\
          \x20 TON resumable start (T2-T6):     POST {base}/1.1/ton/bucket/BUCKET?resumable=true\n\
