@@ -984,7 +984,8 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
 }
 
 /// Requests carrying at least this many bytes are hashed on the session's hasher thread
-/// while they are read (smaller ones inline, after the body).
+/// while they are read, when MD5 is on (smaller ones, and CRC32C alone, inline after the
+/// body).
 const PIPE_MIN: u64 = 4 << 20;
 
 /// How a request's bytes are hashed.
@@ -1010,7 +1011,8 @@ impl Hashing {
     fn take(st: &mut SessionState, len: Option<u64>) -> Hashing {
         let hasher = match st.hasher.take() {
             Some(h) => Some(h),
-            None if len.is_none_or(|n| n >= PIPE_MIN) => {
+            // CRC32C alone is cheaper inline than on a thread that competes for the cores.
+            None if st.digest.md5.is_some() && len.is_none_or(|n| n >= PIPE_MIN) => {
                 Hasher::spawn(st.stored, st.digest.clone())
             }
             None => None,
