@@ -10,7 +10,7 @@
 //! - The **GCS JSON API** around an upload, as Google's clients (the Python and Rust
 //!   libraries, `gcloud storage`) use it: buckets, object metadata, listing, deletes, ranged
 //!   downloads, `uploadType=media` and `multipart` uploads, preconditions, Google's error
-//!   shape (the `json_api` module; its table is in the crate's source).
+//!   shape. See [`json_api`].
 //! - **Batch compliance** jobs (C1–C3) whose `upload_url` is this server's own GCS side.
 //!   See [`compliance`].
 //! - **TON** (T1–T6): single-request and resumable uploads with `X-TON-*` headers, chunk
@@ -67,7 +67,7 @@ pub mod fault;
 pub mod gcs;
 mod hash;
 mod http;
-mod json_api;
+pub mod json_api;
 pub mod media;
 mod multipart;
 mod parse;
