@@ -307,9 +307,18 @@ pub(crate) struct Body<'c> {
     state: BodyState,
     /// Stop after this many body bytes (the drop-after fault).
     limit: Option<u64>,
+    /// Stop reading for a while once this many body bytes are in.
+    pause: Option<Pause<'c>>,
     received: u64,
     total_counter: &'c AtomicU64,
     continue_pending: bool,
+}
+
+/// A pause in reading a body (storage-testbench's `stall-for-Ts-after-YK`).
+struct Pause<'c> {
+    at: u64,
+    wait: Duration,
+    sleep: &'c dyn Fn(Duration),
 }
 
 impl<'c> Body<'c> {
@@ -331,10 +340,16 @@ impl<'c> Body<'c> {
             need_crlf: false,
             state,
             limit,
+            pause: None,
             received: 0,
             total_counter,
             continue_pending: request.expect_continue && state == BodyState::Open,
         }
+    }
+
+    /// Stops reading for `wait` (through `sleep`) once `at` body bytes are in.
+    pub(crate) fn pause_at(&mut self, at: u64, wait: Duration, sleep: &'c dyn Fn(Duration)) {
+        self.pause = Some(Pause { at, wait, sleep });
     }
 
     /// Body bytes read so far.
@@ -371,6 +386,11 @@ impl<'c> Body<'c> {
             if self.limit.is_some_and(|l| self.received >= l) {
                 self.state = BodyState::Cut;
                 return false;
+            }
+            if self.pause.as_ref().is_some_and(|p| self.received >= p.at) {
+                if let Some(p) = self.pause.take() {
+                    (p.sleep)(p.wait);
+                }
             }
             return true;
         }
@@ -449,6 +469,12 @@ impl<'c> Body<'c> {
         let mut n = self.remaining.min(max);
         if let Some(limit) = self.limit {
             n = n.min(limit.saturating_sub(self.received));
+        }
+        if let Some(p) = &self.pause {
+            // Up to the pause (then `ready` waits and lifts it).
+            if p.at > self.received {
+                n = n.min(p.at - self.received);
+            }
         }
         n
     }

@@ -37,7 +37,7 @@
 //! | `return-CODE` (e.g. `return-503`, `-408`, `-429`, `-500`) | any operation | `status:CODE`: the request is answered `CODE` in Google's error shape, its body read and discarded, nothing stored |
 //! | `return-reset-connection` | any operation | `drop-after:0`, and the socket is closed with a reset (`SO_LINGER` 0): no answer, no body byte taken |
 //! | `return-CODE-after-YK` (e.g. `return-503-after-256K`) | `storage.objects.insert` | on a session `PUT` whose bytes reach Y KiB: `persist:(Y KiB − chunk start)` (the session keeps exactly Y KiB), then the answer is replaced by `CODE`; on one that starts at or past Y KiB stored: `status:CODE`; on a media or multipart upload whose body is at least Y KiB: `status:CODE`. Not consumed (left queued) by requests that do not reach Y KiB, nor by a resumable start |
-//! | `stall-for-Ts-after-YK` | `storage.objects.insert`: a session `PUT` reaching Y KiB, as above | `stall:T`: the chunk is stored, and the answer waits T seconds (GCS's testbench pauses mid-body; here the pause comes after the body, before the answer) |
+//! | `stall-for-Ts-after-YK` | `storage.objects.insert`: a session `PUT` reaching Y KiB, or a media or multipart upload of at least Y KiB, as above | the server reads the body up to Y KiB of the upload (a chunk starting past it: from its first byte), stops reading for T seconds (as `stall:T` does, but mid-body: the client's sends block), then reads on and handles the request as usual; a status query past Y KiB gets `stall:T` |
 //! | | `storage.objects.get` | the answer's body pauses T seconds after its first Y KiB |
 //! | `return-broken-stream-final-chunk-after-YB` | `storage.objects.insert`: the session `PUT` that completes the upload | `truncate:Y`: the object is stored, then the answer's head claims more body than is sent, Y bytes of it are sent and the connection closes. Consumed only by a completing request |
 //! | `return-broken-stream` | any operation | the answer's body stops after 4 bytes and the connection closes (its head declares the whole body) |
@@ -319,6 +319,8 @@ pub(crate) struct Plan {
     pub(crate) answer_instead: Option<u16>,
     /// Cut or pause the answer's body.
     pub(crate) delivery: Delivery,
+    /// Stop reading the request's body for a while after this many of its bytes.
+    pub(crate) body_pause: Option<(u64, Duration)>,
     /// Close with a reset instead of an orderly close.
     pub(crate) reset: bool,
     /// Change the first byte of the answer's body.
@@ -437,13 +439,21 @@ fn apply(plan: &mut Plan, instruction: Instruction, operation: &str, view: &View
             plan.delivery.stall_at = Some((n, d));
             true
         }
-        Instruction::StallAfter(d, n) if operation == INSERT => match reach(view, n) {
-            Reach::Already | Reach::Within(_) => {
-                plan.faults.push(Fault::Stall(d));
-                true
-            }
-            Reach::No => false,
-        },
+        Instruction::StallAfter(d, n) if operation == INSERT => {
+            let at = match (view, reach(view, n)) {
+                (_, Reach::No) => return false,
+                // No body to pause in (a status query): the answer waits instead.
+                (View::Chunk { range: None, .. }, _) => {
+                    plan.faults.push(Fault::Stall(d));
+                    return true;
+                }
+                (View::Simple(_), _) => n,
+                (_, Reach::Already) => 0,
+                (_, Reach::Within(k)) => k,
+            };
+            plan.body_pause = Some((at, d));
+            true
+        }
         Instruction::ReturnAfter(code, n) if operation == INSERT => match reach(view, n) {
             Reach::Already => {
                 plan.faults.push(Fault::Status { code, times: 1 });
@@ -580,14 +590,28 @@ mod tests {
             INSERT,
             &View::Other
         ));
-        // A simple upload of at least the offset.
+        // Stalls pause the body where the upload reaches the offset.
+        let second = Duration::from_secs(1);
+        let stall = Instruction::StallAfter(second, k256);
+        let mut p = Plan::default();
+        assert!(apply(&mut p, stall, INSERT, &View::Simple(Some(k256))));
+        assert_eq!(p.body_pause, Some((k256, second)));
+        let mut p = Plan::default();
+        assert!(apply(&mut p, stall, INSERT, &chunk(0, Some(100..4 * k256))));
+        assert_eq!(p.body_pause, Some((k256 - 100, second)));
+        let mut p = Plan::default();
         assert!(apply(
             &mut p,
-            Instruction::StallAfter(Duration::from_secs(1), k256),
+            stall,
             INSERT,
-            &View::Simple(Some(k256))
+            &chunk(k256, Some(k256..2 * k256))
         ));
-        assert_eq!(p.faults, vec![Fault::Stall(Duration::from_secs(1))]);
+        assert_eq!(p.body_pause, Some((0, second)));
+        assert!(!apply(&mut p, stall, INSERT, &View::Simple(Some(k256 - 1))));
+        // A status query past the offset has no body: its answer waits.
+        let mut p = Plan::default();
+        assert!(apply(&mut p, stall, INSERT, &chunk(k256, None)));
+        assert_eq!(p.faults, vec![Fault::Stall(second)]);
     }
 
     #[test]

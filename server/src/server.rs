@@ -755,6 +755,7 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         _ => GcsApi::Json,
     };
 
+    let pause_sleep = |d: Duration| shared.sleep(d.min(shared.config.max_stall));
     let mut ctx = Ctx {
         shared,
         req: &req,
@@ -763,6 +764,9 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         upload_id: None,
     };
     let mut plan = plan;
+    if let Some((at, wait)) = plan.body_pause {
+        ctx.body.pause_at(at, wait, &pause_sleep);
+    }
     let outcome = if let Err(message) = &parsed {
         ctx.body.drain();
         Outcome::Respond(Response::new(400).body(

@@ -1020,3 +1020,35 @@ fn large_chunks_are_hashed_while_read_and_rewound_when_less_is_kept() {
     assert_eq!(r.json()["crc32c"], crc_b64(&src[..9_000_000]));
     assert_eq!(r.json()["md5Hash"], md5_b64(&src[..9_000_000]));
 }
+
+#[test]
+fn stall_for_pauses_an_upload_mid_body_at_its_offset() {
+    // The server takes exactly 256 KiB of the body, stops reading for the stall, then reads
+    // on and stores the whole object.
+    let server = server();
+    let id = retry_test(
+        &server,
+        json!({"storage.objects.insert": ["stall-for-2s-after-256K"]}),
+    );
+    let src = data(4 << 20);
+    let before = server.body_bytes_received();
+    let addr = server.addr();
+    let (id2, body) = (id.clone(), src.clone());
+    let sender = std::thread::spawn(move || {
+        let head = format!(
+            "POST /upload/storage/v1/b/bkt/o?uploadType=media&name=p HTTP/1.1\r\nHost: x:1\r\nx-retry-test-id: {id2}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        raw(addr, &head, &body)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        server.body_bytes_received() - before,
+        256 * 1024,
+        "paused at 256 KiB"
+    );
+    let (answer, _) = sender.join().unwrap();
+    assert_eq!(split(&answer).0, 200);
+    assert_eq!(server.object("bkt", "p").unwrap(), src);
+    assert_eq!(retry_state(&server, &id)["completed"], true);
+}
