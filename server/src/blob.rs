@@ -9,10 +9,15 @@
 //! allocator: the first write to fresh memory costs a page fault and the kernel zeroing the
 //! page, which on a VM runs at well under 1 GB/s and would bound upload throughput.
 //! Recycled segments are already mapped. [`warm`] fills the pool ahead of time.
+//!
+//! Segments are reference-counted so that another thread (the checksum pipeline,
+//! [`crate::hash`]) can read bytes already stored while more are appended: a segment
+//! shared that way is never written again (appending starts a new segment), and cutting
+//! into one copies it first.
 
 use std::io::{self, Read};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The largest segment.
 pub(crate) const SEGMENT: usize = 8 << 20;
@@ -46,8 +51,13 @@ fn new_full_segment() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(SEGMENT))
 }
 
-/// Gives a segment back to the pool (if full-size and there is room) or frees it.
-fn recycle(mut seg: Vec<u8>) {
+/// Gives a segment back to the pool (if full-size, no longer shared, and there is room) or
+/// frees it.
+fn recycle(seg: Arc<Vec<u8>>) {
+    let Ok(mut seg) = Arc::try_unwrap(seg) else {
+        // Still read elsewhere: freed by the last holder.
+        return;
+    };
     if seg.capacity() != SEGMENT {
         return;
     }
@@ -81,7 +91,7 @@ pub(crate) fn warm(bytes: u64) {
 /// A byte string stored in segments.
 #[derive(Default)]
 pub(crate) struct Blob {
-    segments: Vec<Vec<u8>>,
+    segments: Vec<Arc<Vec<u8>>>,
     len: u64,
 }
 
@@ -155,22 +165,49 @@ impl Blob {
         Filled { read, error: None }
     }
 
-    /// The last segment if it has room, else a new one sized for `expected` more bytes.
+    /// Whether the last segment can take more bytes: it has room and is not shared.
+    fn last_open(&mut self) -> bool {
+        self.segments
+            .last_mut()
+            .and_then(Arc::get_mut)
+            .is_some_and(|s| s.len() < s.capacity())
+    }
+
+    /// The last segment if it has room (and is not shared), else a new one sized for
+    /// `expected` more bytes.
     fn segment_with_room(&mut self, expected: u64) -> &mut Vec<u8> {
-        let full = self.segments.last().is_none_or(|s| s.len() == s.capacity());
-        if full {
+        if !self.last_open() {
             let cap = usize::try_from(expected)
                 .unwrap_or(SEGMENT)
                 .clamp(MIN_SEGMENT, SEGMENT);
             // Anything sizeable gets a full (recycled, already mapped) segment.
-            self.segments.push(if cap >= SEGMENT / 4 {
+            self.segments.push(Arc::new(if cap >= SEGMENT / 4 {
                 new_full_segment()
             } else {
                 Vec::with_capacity(cap)
-            });
+            }));
         }
         let last = self.segments.len() - 1;
-        &mut self.segments[last]
+        // Unique: checked by `last_open`, or just made.
+        Arc::make_mut(&mut self.segments[last])
+    }
+
+    /// How many leading bytes are in segments that will not be appended to (all but an
+    /// open last segment): they can be handed to another thread.
+    pub(crate) fn sealed_len(&mut self) -> u64 {
+        if self.last_open() {
+            self.len - self.segments.last().map_or(0, |s| s.len() as u64)
+        } else {
+            self.len
+        }
+    }
+
+    /// Shared handles to the bytes in `range` (clamped to the stored length), segment by
+    /// segment. The segments they share are no longer appended to.
+    pub(crate) fn share(&self, range: Range<u64>) -> Vec<(Arc<Vec<u8>>, Range<usize>)> {
+        let mut out = Vec::new();
+        self.for_each_segment(range, |seg, r| out.push((Arc::clone(seg), r)));
+        out
     }
 
     /// Shortens to `len` bytes (no effect when already shorter).
@@ -190,7 +227,8 @@ impl Blob {
             // `len - start < seg_len`, which fits in usize.
             let cut = usize::try_from(len - start).unwrap_or(seg.len());
             if cut > 0 {
-                seg.truncate(cut);
+                // A shared segment is copied first (the other holder keeps its bytes).
+                Arc::make_mut(seg).truncate(cut);
                 keep += 1;
             }
             break;
@@ -203,6 +241,11 @@ impl Blob {
 
     /// Calls `f` on consecutive slices covering `range` (clamped to the stored length).
     pub(crate) fn for_each_slice(&self, range: Range<u64>, mut f: impl FnMut(&[u8])) {
+        self.for_each_segment(range, |seg, r| f(&seg[r]));
+    }
+
+    /// Calls `f` with each segment overlapping `range` and the part of it in `range`.
+    fn for_each_segment(&self, range: Range<u64>, mut f: impl FnMut(&Arc<Vec<u8>>, Range<usize>)) {
         let end = range.end.min(self.len);
         let mut pos = 0u64;
         for seg in &self.segments {
@@ -219,7 +262,7 @@ impl Blob {
             let b = end.min(seg_end) - seg_start;
             // Both are within this segment, whose length fits in usize.
             if let (Ok(a), Ok(b)) = (usize::try_from(a), usize::try_from(b)) {
-                f(&seg[a..b]);
+                f(seg, a..b);
             }
         }
     }
@@ -276,6 +319,29 @@ mod tests {
         blob.truncate(0);
         assert_eq!(blob.len(), 0);
         assert!(blob.to_vec().is_empty());
+    }
+
+    #[test]
+    fn shared_segments_are_never_written_again() {
+        let mut blob = Blob::default();
+        blob.extend_from_slice(b"abc");
+        assert_eq!(blob.sealed_len(), 0, "the open segment is not sealed");
+        let shared = blob.share(1..3);
+        assert_eq!(shared.len(), 1);
+        assert_eq!(&shared[0].0[shared[0].1.clone()], b"bc");
+        assert_eq!(blob.sealed_len(), 3, "shared: sealed");
+        blob.extend_from_slice(b"def");
+        assert_eq!(blob.to_vec(), b"abcdef");
+        assert_eq!(&shared[0].0[..], b"abc", "the shared bytes did not change");
+        // Cutting into a shared segment copies it.
+        let shared = blob.share(0..6);
+        blob.truncate(4);
+        assert_eq!(blob.to_vec(), b"abcd");
+        let seen: Vec<u8> = shared
+            .iter()
+            .flat_map(|(s, r)| s[r.clone()].to_vec())
+            .collect();
+        assert_eq!(seen, b"abcdef");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //!
 //! Decisions where the rules leave a choice, each as GCS does it where known:
 //! - Session URIs are `ORIGIN/upload/storage/v1/b/BUCKET/o?uploadType=resumable&upload_id=ID`
-//!   for both APIs (ORIGIN from the request's `Host`); any `PUT`/`DELETE` carrying
-//!   `upload_id` reaches the session, whatever its path.
+//!   for both APIs; any `PUT`/`DELETE` carrying `upload_id` reaches the session, whatever
+//!   its path. ORIGIN is the request's `Host` when it names a port (or the server listens
+//!   on 80), the server's own address otherwise: a `Host` without its port would send the
+//!   next request to port 80.
+//! - A JSON API start is accepted at `/upload/storage/v1/…` and
+//!   `/resumable/upload/storage/v1/…`; its preconditions (`ifGenerationMatch=0`, …) are
+//!   checked at the start and again at completion (`412`).
 //! - A chunk that starts beyond what is stored (a gap) is answered `503` and stored nowhere:
 //!   Google's upload front end answers a chunk past the persisted offset with 503, which a
 //!   correct client meets with a status query (G8) and a resend from the persisted offset.
@@ -27,14 +32,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use md5::Digest as _;
-use resumable_core::checksum;
 use resumable_core::chunk::GCS_GRANULE;
-use resumable_core::range::{ContentRange, parse_content_range};
 use serde_json::{Value, json};
 
 use crate::blob::Blob;
 use crate::fault::{FaultScript, FaultState};
+use crate::hash::{Digest, Hasher};
 use crate::http::{BodyState, Response, percent_decode, percent_encode};
+use crate::json_api::{Bucket, Preconditions};
+use crate::parse::{self, ContentRange};
 use crate::server::{Ctx, Outcome};
 use crate::util;
 
@@ -92,9 +98,7 @@ impl ObjectMeta {
     }
 
     fn x_goog_hash(&self) -> String {
-        checksum::x_goog_hash(Some(self.crc32c), self.md5)
-            .and_then(|v| v.to_str().ok().map(str::to_owned))
-            .unwrap_or_default()
+        parse::goog_hash_value(self.crc32c, self.md5.as_ref())
     }
 
     /// The JSON API object resource (G7).
@@ -117,14 +121,14 @@ impl ObjectMeta {
             "contentType": self.content_type,
             "storageClass": "STANDARD",
             "size": self.size().to_string(),
-            "crc32c": checksum::crc32c_base64(self.crc32c),
+            "crc32c": parse::crc32c_base64(self.crc32c),
             "etag": self.etag(),
             "timeCreated": time,
             "updated": time,
             "timeStorageClassUpdated": time,
         });
         if let Some(m) = &self.md5 {
-            v["md5Hash"] = Value::String(checksum::md5_base64(m));
+            v["md5Hash"] = Value::String(parse::md5_base64(m));
         }
         if let Some(meta) = &self.metadata {
             v["metadata"] = meta.clone();
@@ -132,20 +136,10 @@ impl ObjectMeta {
         v
     }
 
-    /// The completion answer for a session of `api`, or for a download's headers; without
-    /// `proof` (the `no-proof` fault), without anything the object could be checked by.
+    /// The completion answer for a session of `api`; without `proof` (the `no-proof`
+    /// fault), without anything the object could be checked by.
     fn completion(&self, api: GcsApi, origin: &str, proof: bool) -> Response {
-        let mut r = Response::new(200);
-        if proof {
-            r = r
-                .header("x-goog-hash", self.x_goog_hash())
-                .header("x-goog-stored-content-length", self.size().to_string());
-        }
-        let r = r
-            .header("x-goog-generation", self.generation.to_string())
-            .header("x-goog-metageneration", "1")
-            .header("x-goog-stored-content-encoding", "identity")
-            .header("ETag", format!("\"{}\"", self.etag()));
+        let r = object_headers(Response::new(200), self, proof);
         match api {
             GcsApi::Json => {
                 let mut resource = self.resource(origin);
@@ -161,6 +155,22 @@ impl ObjectMeta {
     }
 }
 
+/// GCS's object headers (`x-goog-hash`, `x-goog-generation`, …, `ETag`) on `r`; without
+/// `proof`, without the checksums and the stored length (the `no-proof` fault).
+pub(crate) fn object_headers(r: Response, meta: &ObjectMeta, proof: bool) -> Response {
+    let r = if proof {
+        r.header("x-goog-hash", meta.x_goog_hash())
+            .header("x-goog-stored-content-length", meta.size().to_string())
+    } else {
+        r
+    };
+    r.header("x-goog-generation", meta.generation.to_string())
+        .header("x-goog-metageneration", "1")
+        .header("x-goog-stored-content-encoding", "identity")
+        .header("ETag", format!("\"{}\"", meta.etag()))
+        .header("Last-Modified", httpdate::fmt_http_date(meta.created))
+}
+
 /// A resumable session.
 pub(crate) struct Session {
     pub(crate) id: String,
@@ -169,9 +179,14 @@ pub(crate) struct Session {
     pub(crate) name: String,
     content_type: String,
     metadata: Option<Value>,
+    /// The start's object preconditions, checked again at completion.
+    preconditions: Preconditions,
     created: Instant,
     /// A session fault script (`session-faults=` on the start URL).
     pub(crate) script: Option<FaultScript>,
+    /// The `x-retry-test-id` of the start: the session's requests consume that retry test's
+    /// instructions even without the header (see [`crate::retry_test`]).
+    pub(crate) retry_test: Option<String>,
     pub(crate) state: Mutex<SessionState>,
     cv: Condvar,
 }
@@ -186,8 +201,11 @@ pub(crate) struct SessionState {
     pub(crate) stored: u64,
     /// The stored bytes; `None` while a request is writing them.
     blob: Option<Blob>,
-    crc32c: u32,
-    md5: Option<md5::Md5>,
+    /// The checksums of the stored bytes, while no hasher thread keeps them.
+    digest: Digest,
+    /// The thread hashing the stored bytes (for large uploads); its digest is the truth
+    /// while it exists.
+    hasher: Option<Hasher>,
     pub(crate) completed: Option<Arc<ObjectMeta>>,
     pub(crate) expired: bool,
     pub(crate) body_bytes: u64,
@@ -285,6 +303,8 @@ pub struct ObjectInfo {
 pub(crate) struct Gcs {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     objects: Mutex<HashMap<(String, String), Arc<StoredObject>>>,
+    /// Buckets created by a bucket insert (others are known by their objects).
+    buckets: Mutex<HashMap<String, Bucket>>,
     last_generation: Mutex<u64>,
 }
 
@@ -326,8 +346,87 @@ impl Gcs {
             .is_some()
     }
 
+    /// Every object of `bucket`, in no particular order.
+    pub(crate) fn objects_in(&self, bucket: &str) -> Vec<Arc<StoredObject>> {
+        self.objects()
+            .iter()
+            .filter(|((b, _), _)| b == bucket)
+            .map(|(_, o)| Arc::clone(o))
+            .collect()
+    }
+
+    /// Removes the object if it is still `generation`. Returns whether it was.
+    pub(crate) fn remove_object_generation(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: u64,
+    ) -> bool {
+        let mut objects = self.objects();
+        let key = (bucket.to_owned(), name.to_owned());
+        if objects
+            .get(&key)
+            .is_some_and(|o| o.generation == generation)
+        {
+            let old = objects.remove(&key);
+            drop(objects);
+            drop(old);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn bucket_map(&self) -> MutexGuard<'_, HashMap<String, Bucket>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a bucket; `None` when one of that name was created before.
+    pub(crate) fn insert_bucket(&self, name: &str) -> Option<Bucket> {
+        let mut buckets = self.bucket_map();
+        if buckets.contains_key(name) {
+            return None;
+        }
+        let b = Bucket {
+            name: name.to_owned(),
+            created: SystemTime::now(),
+        };
+        buckets.insert(name.to_owned(), b.clone());
+        Some(b)
+    }
+
+    /// A bucket that was created or holds an object.
+    pub(crate) fn bucket(&self, name: &str) -> Option<Bucket> {
+        if let Some(b) = self.bucket_map().get(name) {
+            return Some(b.clone());
+        }
+        self.objects()
+            .iter()
+            .filter(|((b, _), _)| b == name)
+            .map(|(_, o)| o.created)
+            .min()
+            .map(|created| Bucket {
+                name: name.to_owned(),
+                created,
+            })
+    }
+
+    /// Every known bucket, by name.
+    pub(crate) fn buckets(&self) -> Vec<Bucket> {
+        let mut names: Vec<String> = self.bucket_map().keys().cloned().collect();
+        names.extend(self.objects().keys().map(|(b, _)| b.clone()));
+        names.sort();
+        names.dedup();
+        names.iter().filter_map(|n| self.bucket(n)).collect()
+    }
+
+    /// Forgets a created bucket.
+    pub(crate) fn remove_bucket(&self, name: &str) {
+        self.bucket_map().remove(name);
+    }
+
     /// A generation number: microseconds since the epoch, strictly increasing.
-    fn next_generation(&self) -> u64 {
+    pub(crate) fn next_generation(&self) -> u64 {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -352,6 +451,31 @@ impl Gcs {
             .insert((meta.bucket.clone(), meta.name.clone()), object);
         drop(old);
         meta
+    }
+
+    /// Stores the object if `pre` holds against the live one (checked under the lock, so a
+    /// concurrent upload cannot slip in between); gives the bytes back otherwise.
+    pub(crate) fn store_if(
+        &self,
+        meta: ObjectMeta,
+        data: Blob,
+        pre: &Preconditions,
+    ) -> Result<Arc<ObjectMeta>, Blob> {
+        let meta = Arc::new(meta);
+        let key = (meta.bucket.clone(), meta.name.clone());
+        let mut objects = self.objects();
+        if pre.check(objects.get(&key).map(|o| &*o.meta)).is_err() {
+            return Err(data);
+        }
+        let object = Arc::new(StoredObject {
+            meta: Arc::clone(&meta),
+            data,
+        });
+        let old = objects.insert(key, object);
+        // The replaced object, if any, is dropped after the lock is released.
+        drop(objects);
+        drop(old);
+        Ok(meta)
     }
 }
 
@@ -437,13 +561,10 @@ fn reason(status: u16) -> &'static str {
 /// `POST …/upload/storage/v1/b/BUCKET/o?uploadType=resumable[&name=N]` (G2).
 pub(crate) fn start_json(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
     let api = GcsApi::Json;
-    if ctx.req.query_param("uploadType") != Some("resumable") {
-        return Outcome::Respond(error(
-            api,
-            400,
-            "this server supports uploadType=resumable only",
-        ));
-    }
+    let preconditions = match Preconditions::of(ctx.req) {
+        Ok(p) => p,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
+    };
     if let Some(auth) = ctx.req.header("authorization") {
         let token = auth.strip_prefix("Bearer ").map(str::trim).unwrap_or("");
         if token.is_empty() {
@@ -493,7 +614,25 @@ pub(crate) fn start_json(ctx: &mut Ctx<'_>, bucket: &str) -> Outcome {
         },
     };
     let custom = metadata.as_ref().and_then(|m| m.get("metadata")).cloned();
-    create_session(ctx, api, bucket, &name, content_type, declared, custom, 200)
+    if preconditions.any() {
+        let live = ctx.shared.gcs.object(bucket, &name);
+        if preconditions
+            .check(live.as_deref().map(|o| &*o.meta))
+            .is_err()
+        {
+            return Outcome::Respond(crate::json_api::precondition_failed());
+        }
+    }
+    let start = Start {
+        api,
+        bucket,
+        name: &name,
+        content_type,
+        declared,
+        metadata: custom,
+        preconditions,
+    };
+    create_session(ctx, start, 200)
 }
 
 /// `POST /BUCKET/OBJECT` with `x-goog-resumable: start` (G1); for a signed URL, checks that
@@ -520,7 +659,16 @@ pub(crate) fn start_xml(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome 
         .header("content-type")
         .unwrap_or("application/octet-stream")
         .to_owned();
-    create_session(ctx, api, bucket, name, content_type, None, None, 201)
+    let start = Start {
+        api,
+        bucket,
+        name,
+        content_type,
+        declared: None,
+        metadata: None,
+        preconditions: Preconditions::default(),
+    };
+    create_session(ctx, start, 201)
 }
 
 /// Signed-URL checks (G1, C2). `Some(answer)` when the request fails them.
@@ -560,17 +708,27 @@ fn check_signed(ctx: &Ctx<'_>, api: GcsApi) -> Option<Response> {
     None
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create_session(
-    ctx: &mut Ctx<'_>,
+/// What a start request asks for.
+struct Start<'a> {
     api: GcsApi,
-    bucket: &str,
-    name: &str,
+    bucket: &'a str,
+    name: &'a str,
     content_type: String,
     declared: Option<u64>,
     metadata: Option<Value>,
-    status: u16,
-) -> Outcome {
+    preconditions: Preconditions,
+}
+
+fn create_session(ctx: &mut Ctx<'_>, start: Start<'_>, status: u16) -> Outcome {
+    let Start {
+        api,
+        bucket,
+        name,
+        content_type,
+        declared,
+        metadata,
+        preconditions,
+    } = start;
     let script = match crate::server::session_script(ctx.req) {
         Ok(s) => s,
         Err(message) => return Outcome::Respond(error(api, 400, &message)),
@@ -578,7 +736,6 @@ fn create_session(
     let gcs = &ctx.shared.gcs;
     gcs.purge(ctx.shared.config.session_ttl);
     let id = util::random_id();
-    let md5 = ctx.shared.config.md5.then(md5::Md5::new);
     let session = Arc::new(Session {
         id: id.clone(),
         api,
@@ -586,15 +743,20 @@ fn create_session(
         name: name.to_owned(),
         content_type,
         metadata,
+        preconditions,
         created: Instant::now(),
         script,
+        retry_test: ctx
+            .req
+            .header("x-retry-test-id")
+            .map(|id| id.trim().to_owned()),
         state: Mutex::new(SessionState {
             declared,
             total: None,
             stored: 0,
             blob: Some(Blob::default()),
-            crc32c: 0,
-            md5,
+            digest: Digest::new(ctx.shared.config.md5),
+            hasher: None,
             completed: None,
             expired: false,
             body_bytes: 0,
@@ -815,7 +977,10 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
             },
         });
     };
-    let ContentRange { range, total } = parse_content_range(value.as_bytes())
+    let ContentRange { range, total } = value
+        .to_str()
+        .ok()
+        .and_then(parse::content_range)
         .ok_or_else(|| "Failed to parse Content-Range header.".to_owned())?;
     let carried = range.as_ref().map_or(0, |r| r.end - r.start);
     if let Some(n) = length
@@ -832,6 +997,144 @@ fn parse_put(ctx: &Ctx<'_>) -> Result<Put, String> {
     })
 }
 
+/// Requests carrying at least this many bytes are hashed on the session's hasher thread
+/// while they are read, when MD5 is on (smaller ones, and CRC32C alone, inline after the
+/// body).
+const PIPE_MIN: u64 = 4 << 20;
+
+/// How a request's bytes are hashed.
+enum Hashing {
+    /// After the body, on this thread: the digest of the bytes stored before it.
+    Inline(Digest),
+    /// On the session's hasher thread, as the bytes arrive.
+    Piped {
+        hasher: Hasher,
+        /// The digest of the bytes stored before this request, once asked for.
+        start: StartDigest,
+    },
+}
+
+/// The digest at the start of a request, from a hasher checkpoint.
+enum StartDigest {
+    Pending(std::sync::mpsc::Receiver<(u64, Digest)>),
+    Known(Digest),
+}
+
+impl Hashing {
+    /// The session's hashing for a request of `len` bytes (`None`: unknown) from `st`.
+    fn take(st: &mut SessionState, len: Option<u64>) -> Hashing {
+        let hasher = match st.hasher.take() {
+            Some(h) => Some(h),
+            // CRC32C alone is cheaper inline than on a thread that competes for the cores.
+            None if st.digest.md5.is_some() && len.is_none_or(|n| n >= PIPE_MIN) => {
+                Hasher::spawn(st.stored, st.digest.clone())
+            }
+            None => None,
+        };
+        match hasher {
+            Some(hasher) => Hashing::Piped {
+                start: StartDigest::Pending(hasher.checkpoint()),
+                hasher,
+            },
+            None => Hashing::Inline(st.digest.clone()),
+        }
+    }
+
+    /// Feeds the bytes of `blob` that will not change any more (piped only).
+    fn feed_sealed(&mut self, blob: &mut Blob) {
+        if let Hashing::Piped { hasher, .. } = self {
+            let sealed = blob.sealed_len();
+            let fed = hasher.fed();
+            if sealed > fed {
+                hasher.feed(blob, fed..sealed);
+            }
+        }
+    }
+
+    /// Makes the digest cover exactly `0..keep` of `blob` (`stored..keep` being this
+    /// request's bytes).
+    fn settle(&mut self, blob: &Blob, stored: u64, keep: u64) {
+        match self {
+            Hashing::Inline(d) => d.update_from(blob, stored..keep),
+            Hashing::Piped { hasher, start } => {
+                let fed = hasher.fed();
+                if fed <= keep {
+                    hasher.feed(blob, fed..keep);
+                } else {
+                    // More was hashed than is kept: back to the start, then the kept part.
+                    let mut d = start.get();
+                    d.update_from(blob, stored..keep);
+                    hasher.reset(keep, d);
+                }
+            }
+        }
+    }
+
+    /// Puts the session's hashing back as it was before the request (`stored` bytes).
+    fn restore(self, st: &mut SessionState, stored: u64) {
+        if let Hashing::Piped {
+            mut hasher,
+            mut start,
+        } = self
+        {
+            if hasher.fed() != stored {
+                hasher.reset(stored, start.get());
+            }
+            st.hasher = Some(hasher);
+        }
+    }
+
+    /// Keeps the settled hashing in the session.
+    fn commit(self, st: &mut SessionState) {
+        match self {
+            Hashing::Inline(d) => st.digest = d,
+            Hashing::Piped { hasher, .. } => st.hasher = Some(hasher),
+        }
+    }
+
+    /// The settled digest (waiting for the hasher thread).
+    fn digest(&self) -> Digest {
+        match self {
+            Hashing::Inline(d) => d.clone(),
+            // The thread cannot go away while its sender lives; were it gone, the empty
+            // digest would show as a checksum mismatch, never as a silent success.
+            Hashing::Piped { hasher, .. } => hasher.digest().unwrap_or_default(),
+        }
+    }
+}
+
+impl StartDigest {
+    /// The digest (waiting for the checkpoint the first time).
+    fn get(&mut self) -> Digest {
+        if let StartDigest::Pending(rx) = self {
+            let d = rx.recv().map(|(_, d)| d).unwrap_or_default();
+            *self = StartDigest::Known(d);
+        }
+        match self {
+            StartDigest::Known(d) => d.clone(),
+            StartDigest::Pending(_) => Digest::default(),
+        }
+    }
+}
+
+/// Reads up to `n` body bytes into `blob`, feeding the hasher segment by segment.
+fn read_body(ctx: &mut Ctx<'_>, blob: &mut Blob, n: u64, hashing: &mut Hashing) {
+    if matches!(hashing, Hashing::Inline(_)) {
+        ctx.body.read_into(blob, n);
+        return;
+    }
+    let mut left = n;
+    while left > 0 {
+        let want = left.min(crate::blob::SEGMENT as u64);
+        let got = ctx.body.read_into(blob, want);
+        left -= got;
+        hashing.feed_sealed(blob);
+        if got < want {
+            break;
+        }
+    }
+}
+
 /// Reads a chunk's body into the session and answers. The body is read and hashed without
 /// the session lock (the blob is taken out meanwhile, so the session is busy).
 fn upload<'a>(
@@ -842,18 +1145,22 @@ fn upload<'a>(
     put: Put,
 ) -> Outcome {
     let api = session.api;
-    let (st, blob) = session.take_blob(st);
+    let (mut st, blob) = session.take_blob(st);
     let Some(mut blob) = blob else {
         return Outcome::Respond(error(api, 503, "another request is writing this session"));
     };
     let stored = st.stored;
-    let (crc0, md5_0) = (st.crc32c, st.md5.clone());
+    let mut hashing = Hashing::take(
+        &mut st,
+        range.as_ref().map(|r| r.end.saturating_sub(stored)),
+    );
     drop(st);
 
     // Give the blob back unchanged and answer `response`.
-    let refuse = |mut blob: Blob, response: Outcome| {
+    let refuse = |mut blob: Blob, hashing: Hashing, response: Outcome| {
         blob.truncate(stored);
         let mut st = session.lock();
+        hashing.restore(&mut st, stored);
         session.put_blob(&mut st, blob);
         response
     };
@@ -868,7 +1175,7 @@ fn upload<'a>(
     let skip = stored.min(end) - start;
     let skipped = ctx.body.discard(skip);
     if skipped == skip && end > stored {
-        ctx.body.read_into(&mut blob, end - stored);
+        read_body(ctx, &mut blob, end - stored, &mut hashing);
     }
     let received_end = start + ctx.body.received();
     if received_end > max {
@@ -877,7 +1184,7 @@ fn upload<'a>(
             413,
             &format!("objects of this server are at most {max} bytes"),
         );
-        return refuse(blob, Outcome::Close(r));
+        return refuse(blob, hashing, Outcome::Close(r));
     }
     if ctx.body.state() == BodyState::Open {
         // Chunked framing: find out whether the body ends here.
@@ -890,18 +1197,18 @@ fn upload<'a>(
             // Chunked framing with more bytes than the range says.
             ctx.body.drain();
             let r = error(api, 400, "the body is longer than its Content-Range");
-            return refuse(blob, Outcome::Respond(r));
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         BodyState::Done if put.open_ended => {
             if received_end < stored {
                 let r = error(api, 400, "the body is shorter than what is stored");
-                return refuse(blob, Outcome::Respond(r));
+                return refuse(blob, hashing, Outcome::Respond(r));
             }
             (received_end, Some(received_end))
         }
         BodyState::Done if received_end < end => {
             let r = error(api, 400, "the body is shorter than its Content-Range");
-            return refuse(blob, Outcome::Respond(r));
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         BodyState::Done => {
             // The persist fault stores less than arrived (G5).
@@ -914,30 +1221,29 @@ fn upload<'a>(
         }
     };
     blob.truncate(keep);
-    let mut crc = crc0;
-    blob.for_each_slice(stored..keep, |s| crc = crc32c::crc32c_append(crc, s));
-    let md5 = md5_0.map(|mut m| {
-        blob.for_each_slice(stored..keep, |s| m.update(s));
-        m
-    });
+    hashing.settle(&blob, stored, keep);
 
     if final_total == Some(keep) {
-        let digest = md5.map(|m| <[u8; 16]>::from(m.finalize()));
-        if let Some(r) = check_client_hash(ctx, api, &blob, crc, digest) {
-            return refuse(blob, Outcome::Respond(r));
+        let digest = hashing.digest();
+        let (crc, md5) = (digest.crc32c, digest.md5_digest());
+        if let Some(r) = check_client_hash(ctx, api, &blob, crc, md5) {
+            return refuse(blob, hashing, Outcome::Respond(r));
         }
         let st = session.lock();
-        return complete(ctx, session, st, blob, crc, digest);
+        return complete(ctx, session, st, blob, crc, md5);
     }
     let mut st = session.lock();
     if st.expired {
         // Deleted or expired while the body was arriving.
         drop(st);
-        return refuse(blob, Outcome::Respond(error(api, 404, "No such upload")));
+        return refuse(
+            blob,
+            hashing,
+            Outcome::Respond(error(api, 404, "No such upload")),
+        );
     }
     st.stored = keep;
-    st.crc32c = crc;
-    st.md5 = md5;
+    hashing.commit(&mut st);
     session.put_blob(&mut st, blob);
     drop(st);
     if ctx.body.state() == BodyState::Cut {
@@ -955,7 +1261,10 @@ fn check_client_hash(
     crc: u32,
     md5: Option<[u8; 16]>,
 ) -> Option<Response> {
-    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    let claimed = match client_hash(ctx) {
+        Ok(c) => c,
+        Err(message) => return Some(error(api, 400, &message)),
+    };
     let mut mismatch = claimed.crc32c.is_some_and(|c| c != crc);
     if let Some(want) = claimed.md5 {
         let have = md5.unwrap_or_else(|| {
@@ -974,6 +1283,17 @@ fn check_client_hash(
     })
 }
 
+/// The checksums a client claims in `x-goog-hash` (G7), strictly parsed.
+fn client_hash(ctx: &Ctx<'_>) -> Result<parse::GoogHash, String> {
+    parse::goog_hash(
+        ctx.req
+            .headers
+            .get_all("x-goog-hash")
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
 /// Completion by a final empty request `bytes */T` with T = stored (G4, G7).
 fn finish(
     ctx: &mut Ctx<'_>,
@@ -985,9 +1305,12 @@ fn finish(
     let Some(blob) = blob else {
         return Outcome::Respond(error(api, 503, "another request is writing this session"));
     };
-    let crc = st.crc32c;
-    let md5 = st.md5.clone().map(|m| <[u8; 16]>::from(m.finalize()));
     let mut st = st;
+    let digest = match &st.hasher {
+        Some(h) => h.digest().unwrap_or_default(),
+        None => st.digest.clone(),
+    };
+    let (crc, md5) = (digest.crc32c, digest.md5_digest());
     if let Some(r) = check_client_hash(ctx, api, &blob, crc, md5) {
         session.put_blob(&mut st, blob);
         return Outcome::Respond(r);
@@ -1021,9 +1344,22 @@ fn complete(
         created: SystemTime::now(),
         metadata: session.metadata.clone(),
     };
-    let object = ctx.shared.gcs.store(meta, blob);
+    let object = match ctx.shared.gcs.store_if(meta, blob, &session.preconditions) {
+        Ok(object) => object,
+        Err(mut blob) => {
+            // The precondition no longer holds (another upload won): 412, and the session
+            // stays as it was before this request (its checksums hashed again: a rare path).
+            blob.truncate(st.stored);
+            st.hasher = None;
+            st.digest = Digest::new(ctx.shared.config.md5);
+            let n = st.stored;
+            st.digest.update_from(&blob, 0..n);
+            session.put_blob(&mut st, blob);
+            return Outcome::Respond(crate::json_api::precondition_failed());
+        }
+    };
     st.stored = size;
-    st.crc32c = crc;
+    st.hasher = None;
     st.total = Some(size);
     st.completed = Some(Arc::clone(&object));
     // The bytes now belong to the object; the session keeps an empty blob.
@@ -1043,7 +1379,16 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     }
     let max = ctx.shared.config.max_object_size;
     let mut blob = Blob::default();
-    ctx.body.read_into(&mut blob, max.saturating_add(1));
+    let length = ctx.req.content_length();
+    let md5_on = ctx.shared.config.md5;
+    let digest = crate::hash::read_hashed(
+        &mut ctx.body,
+        length,
+        &mut blob,
+        max.saturating_add(1),
+        md5_on,
+        PIPE_MIN,
+    );
     if blob.len() > max {
         return Outcome::Close(error(
             api,
@@ -1054,14 +1399,11 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     if ctx.body.state() != BodyState::Done {
         return Outcome::Drop;
     }
-    let mut crc = 0;
-    blob.for_each_slice(0..blob.len(), |s| crc = crc32c::crc32c_append(crc, s));
-    let md5 = ctx.shared.config.md5.then(|| {
-        let mut m = md5::Md5::new();
-        blob.for_each_slice(0..blob.len(), |s| m.update(s));
-        <[u8; 16]>::from(m.finalize())
-    });
-    let claimed = checksum::parse_x_goog_hash(&ctx.req.headers);
+    let (crc, md5) = (digest.crc32c, digest.md5_digest());
+    let claimed = match client_hash(ctx) {
+        Ok(c) => c,
+        Err(message) => return Outcome::Respond(error(api, 400, &message)),
+    };
     if claimed.crc32c.is_some_and(|c| c != crc)
         || (md5.is_some() && claimed.md5.is_some_and(|m| Some(m) != md5))
     {
@@ -1086,41 +1428,12 @@ pub(crate) fn simple_put(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome
     Outcome::Respond(object.completion(api, &ctx.origin(), true))
 }
 
-/// `GET` of an object: the bytes (`media`) or the JSON resource.
-pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str, media: bool) -> Outcome {
-    let api = if media { GcsApi::Xml } else { GcsApi::Json };
+/// `GET /BUCKET/OBJECT` (XML API): the bytes, with `Range` support.
+pub(crate) fn get_object(ctx: &mut Ctx<'_>, bucket: &str, name: &str) -> Outcome {
     let Some(object) = ctx.shared.gcs.object(bucket, name) else {
-        return Outcome::Respond(error(api, 404, "No such object"));
+        return Outcome::Respond(error(GcsApi::Xml, 404, "No such object"));
     };
-    if media {
-        let mut r = object.completion(GcsApi::Xml, &ctx.origin(), true);
-        r = r.body(&object.content_type.clone(), object.data.to_vec());
-        Outcome::Respond(r)
-    } else {
-        Outcome::Respond(Response::new(200).json(&object.resource(&ctx.origin())))
-    }
-}
-
-/// Splits `/upload/storage/v1/b/BUCKET/o` (JSON upload path) into the bucket.
-pub(crate) fn json_upload_bucket(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/upload/storage/v1/b/")?;
-    let bucket = rest.strip_suffix("/o")?;
-    (!bucket.is_empty() && !bucket.contains('/'))
-        .then(|| percent_decode(bucket, false))
-        .flatten()
-}
-
-/// Splits `PREFIX/BUCKET/o/OBJECT` into bucket and object.
-pub(crate) fn json_object_path(path: &str, prefix: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix(prefix)?;
-    let (bucket, object) = rest.split_once("/o/")?;
-    if bucket.is_empty() || bucket.contains('/') || object.is_empty() {
-        return None;
-    }
-    Some((
-        percent_decode(bucket, false)?,
-        percent_decode(object, false)?,
-    ))
+    crate::json_api::download(ctx, object)
 }
 
 /// Splits the XML path `/BUCKET/OBJECT…` into bucket and object.

@@ -3,12 +3,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::blob::Blob;
+use crate::gcs::StoredObject;
 
 /// The largest request head accepted (request line and headers); larger answers 431.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -20,6 +23,8 @@ const SCRATCH: usize = 256 * 1024;
 /// One accepted connection with its read buffer.
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// Close with a reset: no shutdown before the socket is closed (`SO_LINGER` 0 is set).
+    pub(crate) reset: bool,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -89,6 +94,7 @@ impl Conn {
     pub(crate) fn new(stream: TcpStream) -> Self {
         Conn {
             stream,
+            reset: false,
             buf: vec![0; MAX_HEAD],
             start: 0,
             end: 0,
@@ -301,9 +307,18 @@ pub(crate) struct Body<'c> {
     state: BodyState,
     /// Stop after this many body bytes (the drop-after fault).
     limit: Option<u64>,
+    /// Stop reading for a while once this many body bytes are in.
+    pause: Option<Pause<'c>>,
     received: u64,
     total_counter: &'c AtomicU64,
     continue_pending: bool,
+}
+
+/// A pause in reading a body (storage-testbench's `stall-for-Ts-after-YK`).
+struct Pause<'c> {
+    at: u64,
+    wait: Duration,
+    sleep: &'c dyn Fn(Duration),
 }
 
 impl<'c> Body<'c> {
@@ -325,10 +340,16 @@ impl<'c> Body<'c> {
             need_crlf: false,
             state,
             limit,
+            pause: None,
             received: 0,
             total_counter,
             continue_pending: request.expect_continue && state == BodyState::Open,
         }
+    }
+
+    /// Stops reading for `wait` (through `sleep`) once `at` body bytes are in.
+    pub(crate) fn pause_at(&mut self, at: u64, wait: Duration, sleep: &'c dyn Fn(Duration)) {
+        self.pause = Some(Pause { at, wait, sleep });
     }
 
     /// Body bytes read so far.
@@ -365,6 +386,11 @@ impl<'c> Body<'c> {
             if self.limit.is_some_and(|l| self.received >= l) {
                 self.state = BodyState::Cut;
                 return false;
+            }
+            if self.pause.as_ref().is_some_and(|p| self.received >= p.at)
+                && let Some(p) = self.pause.take()
+            {
+                (p.sleep)(p.wait);
             }
             return true;
         }
@@ -443,6 +469,12 @@ impl<'c> Body<'c> {
         let mut n = self.remaining.min(max);
         if let Some(limit) = self.limit {
             n = n.min(limit.saturating_sub(self.received));
+        }
+        if let Some(p) = &self.pause {
+            // Up to the pause (then `ready` waits and lifts it).
+            if p.at > self.received {
+                n = n.min(p.at - self.received);
+            }
         }
         n
     }
@@ -559,11 +591,37 @@ impl<'c> Body<'c> {
 }
 
 /// A response to write.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
+    /// A body streamed from a stored object's bytes instead of `body` (downloads: no copy
+    /// of the object is made).
+    pub(crate) object: Option<ObjectBody>,
+}
+
+/// The bytes `range` of a stored object, as a response body.
+pub(crate) struct ObjectBody {
+    pub(crate) object: Arc<StoredObject>,
+    pub(crate) range: Range<u64>,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBody")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a response body is written: whole, or cut or paused at an offset (fault injection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Write only this many body bytes (the head still declares the whole body), then stop.
+    pub(crate) cut_after: Option<u64>,
+    /// After this many body bytes, pause for the duration.
+    pub(crate) stall_at: Option<(u64, Duration)>,
 }
 
 impl Response {
@@ -572,6 +630,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            object: None,
         }
     }
 
@@ -599,6 +658,112 @@ impl Response {
         self
     }
 
+    /// Sets a body streamed from `object`'s bytes `range`, with its type.
+    pub(crate) fn object_body(
+        mut self,
+        content_type: &str,
+        object: Arc<StoredObject>,
+        range: Range<u64>,
+    ) -> Self {
+        self.body = Vec::new();
+        self.object = Some(ObjectBody { object, range });
+        self.headers
+            .push(("Content-Type".to_owned(), content_type.to_owned()));
+        self
+    }
+
+    /// The body's length in bytes.
+    pub(crate) fn body_len(&self) -> u64 {
+        match &self.object {
+            Some(o) => o.range.end - o.range.start,
+            None => self.body.len() as u64,
+        }
+    }
+
+    /// The first `n` bytes of the body (all of it if shorter).
+    pub(crate) fn body_prefix(&self, n: u64) -> Vec<u8> {
+        match &self.object {
+            Some(o) => {
+                let end = o.range.start.saturating_add(n).min(o.range.end);
+                o.object.data.copy_range(o.range.start..end)
+            }
+            None => {
+                let n = usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(self.body.len());
+                self.body[..n].to_vec()
+            }
+        }
+    }
+
+    /// Makes the body an owned copy (so a fault can change it).
+    pub(crate) fn materialize(&mut self) {
+        if self.object.is_some() {
+            self.body = self.body_prefix(u64::MAX);
+            self.object = None;
+        }
+    }
+
+    /// Writes the head and the body to `out` as `delivery` says; `pause` is called to
+    /// stall. Small bodies go out with the head in one write.
+    pub(crate) fn write_to(
+        &self,
+        out: &mut impl Write,
+        close: bool,
+        delivery: Delivery,
+        pause: impl Fn(Duration),
+    ) -> io::Result<()> {
+        let mut head = self.head_bytes(close, 0);
+        let len = self.body_len();
+        let limit = delivery.cut_after.unwrap_or(u64::MAX).min(len);
+        let mut written = 0u64;
+        let mut stall = delivery.stall_at.filter(|(at, _)| *at < limit);
+        // One slice of the body, pausing once when the stall offset is reached.
+        let mut send =
+            |out: &mut dyn Write, mut slice: &[u8], head: &mut Vec<u8>| -> io::Result<()> {
+                let room = limit.saturating_sub(written);
+                slice = &slice[..usize::try_from(room).unwrap_or(usize::MAX).min(slice.len())];
+                if let Some((at, d)) = stall
+                    && at < written + slice.len() as u64
+                {
+                    let k = usize::try_from(at - written).unwrap_or(0);
+                    head.extend_from_slice(&slice[..k]);
+                    out.write_all(head)?;
+                    out.flush()?;
+                    head.clear();
+                    written += k as u64;
+                    slice = &slice[k..];
+                    pause(d);
+                    stall = None;
+                }
+                if head.len() + slice.len() <= 64 * 1024 {
+                    head.extend_from_slice(slice);
+                } else {
+                    if !head.is_empty() {
+                        out.write_all(head)?;
+                        head.clear();
+                    }
+                    out.write_all(slice)?;
+                }
+                written += slice.len() as u64;
+                Ok(())
+            };
+        match &self.object {
+            Some(o) => {
+                let mut result = Ok(());
+                o.object.data.for_each_slice(o.range.clone(), |slice| {
+                    if result.is_ok() {
+                        result = send(out, slice, &mut head);
+                    }
+                });
+                result?;
+            }
+            None => send(out, &self.body, &mut head)?,
+        }
+        out.write_all(&head)?;
+        out.flush()
+    }
+
     /// Serialises the head (with `Content-Length`, `Date`, and `Connection: close` when
     /// `close`), claiming `extra` more body bytes than the body has (for the truncate fault).
     pub(crate) fn head_bytes(&self, close: bool, extra: u64) -> Vec<u8> {
@@ -609,13 +774,10 @@ impl Response {
             let value: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
             let _ = write!(out, "{name}: {value}\r\n");
         }
-        // A 204 has no body and so no Content-Length (RFC 9110), unless a fault lies.
-        if self.status != 204 || extra > 0 || !self.body.is_empty() {
-            let _ = write!(
-                out,
-                "Content-Length: {}\r\n",
-                self.body.len() as u64 + extra
-            );
+        let len = self.body_len();
+        // A 204 or 304 has no body and so no Content-Length (RFC 9110), unless a fault lies.
+        if !matches!(self.status, 204 | 304) || extra > 0 || len > 0 {
+            let _ = write!(out, "Content-Length: {}\r\n", len + extra);
         }
         let _ = write!(
             out,
@@ -636,6 +798,8 @@ fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         201 => "Created",
+        206 => "Partial Content",
+        304 => "Not Modified",
         204 => "No Content",
         308 => "Resume Incomplete",
         400 => "Bad Request",
@@ -644,8 +808,11 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         410 => "Gone",
         411 => "Length Required",
+        412 => "Precondition Failed",
+        416 => "Range Not Satisfiable",
         413 => "Payload Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

@@ -7,6 +7,10 @@
 //!   strict `Content-Range` checks, `308` progress, status queries, completion with the
 //!   object resource and `x-goog-hash`, cancel, expiry. See [`gcs`] for the behaviour in
 //!   detail.
+//! - The **GCS JSON API** around an upload, as Google's clients (the Python and Rust
+//!   libraries, `gcloud storage`) use it: buckets, object metadata, listing, deletes, ranged
+//!   downloads, `uploadType=media` and `multipart` uploads, preconditions, Google's error
+//!   shape. See [`json_api`].
 //! - **Batch compliance** jobs (C1–C3) whose `upload_url` is this server's own GCS side.
 //!   See [`compliance`].
 //! - **TON** (T1–T6): single-request and resumable uploads with `X-TON-*` headers, chunk
@@ -16,16 +20,22 @@
 //!   multipart forms) and v2 (`/2/media/upload/…`, `data`-wrapped), with asynchronous
 //!   processing that takes several STATUS polls and can fail. See [`media`].
 //!
-//! and misbehaves on demand: see [`fault`] for the fault grammar and every fault's effect.
+//! and misbehaves on demand: see [`fault`] for the fault grammar and every fault's effect,
+//! and [`retry_test`] for storage-testbench's interface to the same faults (the Retry Test
+//! API and `x-goog-emulator-instructions`), so suites written for Google's testbench run
+//! unchanged.
 //!
 //! # Design
 //!
 //! One thread per connection over `std::net` (blocking I/O, keep-alive, `Content-Length`
 //! and chunked bodies; heads parsed by `httparse` and bounded to 64 KiB / 100 fields).
 //! Bodies are read in blocks of up to 8 MiB straight into the session's storage (segmented,
-//! so growing never copies), then checksummed once with hardware CRC32C (and MD5 unless
-//! [`ServerConfig::md5`] is off). With a handful of clients, threads are simpler than an
-//! event loop and as fast: loopback throughput is bound by the kernel's copies.
+//! so growing never copies), and checksummed with hardware CRC32C (and MD5 unless
+//! [`ServerConfig::md5`] is off): large bodies on a thread of their own while they arrive,
+//! small ones after. Headers the server acts on are parsed by its own strict parsers, not
+//! the core's, so that a parsing bug of the core shows. With a handful of clients, threads
+//! are simpler than an event loop and as fast: loopback throughput is bound by the kernel's
+//! copies.
 //!
 //! Every wait is bounded: reads and writes time out after [`ServerConfig::idle_timeout`],
 //! stalls are capped by [`ServerConfig::max_stall`] and interrupted by shutdown, and
@@ -55,9 +65,13 @@ mod blob;
 pub mod compliance;
 pub mod fault;
 pub mod gcs;
+mod hash;
 mod http;
+pub mod json_api;
 pub mod media;
 mod multipart;
+mod parse;
+pub mod retry_test;
 mod server;
 pub mod ton;
 mod util;

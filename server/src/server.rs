@@ -12,7 +12,9 @@ use crate::compliance::{self, Compliance};
 use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
 use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
 use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
+use crate::json_api::{self, Allowed, JsonRoute};
 use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
+use crate::retry_test::{self, RetryTests};
 use crate::ton::{self, Ton, TonRangeForm, TonUploadInfo};
 
 /// The most connections served at once; more are closed on accept.
@@ -174,6 +176,7 @@ pub(crate) struct Shared {
     pub(crate) compliance: Compliance,
     pub(crate) ton: Ton,
     pub(crate) media: MediaStore,
+    pub(crate) retry_tests: RetryTests,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -217,21 +220,30 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// `http://HOST` from the request's `Host` (so URLs work under the name the client
-    /// used), or the server's base URL.
+    /// The origin for URLs the server hands out (session URIs, `selfLink`, `mediaLink`):
+    /// `http://HOST:PORT` from the request's `Host` when it names a port (so URLs work under
+    /// the name the client used), or when it names none and the server listens on port 80
+    /// (the scheme's default, which a `Host` may leave out); the server's own address
+    /// otherwise. A `Host` without its port (Google's Rust client sends `host: 127.0.0.1`)
+    /// would send the next request to port 80.
     pub(crate) fn origin(&self) -> String {
-        match self.req.header("host").map(str::trim) {
-            Some(h)
-                if !h.is_empty()
-                    && h.len() <= 255
-                    && h.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                    }) =>
-            {
-                format!("http://{h}")
-            }
-            _ => self.shared.base_url.clone(),
-        }
+        origin_for(
+            self.req.header("host"),
+            &self.shared.addr,
+            &self.shared.base_url,
+        )
+    }
+}
+
+/// See [`Ctx::origin`].
+fn origin_for(host: Option<&str>, listen: &SocketAddr, base_url: &str) -> String {
+    match host.map(str::trim).and_then(crate::parse::host) {
+        Some(crate::parse::Host {
+            name,
+            port: Some(port),
+        }) => format!("http://{name}:{port}"),
+        Some(h) if listen.port() == 80 => format!("http://{}", h.name),
+        _ => base_url.to_owned(),
     }
 }
 
@@ -253,7 +265,12 @@ enum Route {
     GcsStartXml(String, String),
     GcsSession(String, Option<Arc<Session>>),
     GcsSimplePut(String, String),
-    GcsGet(String, String, bool),
+    GcsGetXml(String, String),
+    Json(JsonRoute),
+    RetryTestCreate,
+    RetryTestList,
+    RetryTestGet(String),
+    RetryTestDelete(String),
     ComplianceCreate,
     ComplianceList,
     ComplianceStatus(String),
@@ -328,23 +345,30 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
             _ => Route::NotAllowed,
         };
     }
-    if let Some(bucket) = gcs::json_upload_bucket(path) {
+    if path == "/retry_test" {
         return match m {
-            "POST" => Route::GcsStartJson(bucket),
+            "POST" => Route::RetryTestCreate,
             _ => Route::NotAllowed,
         };
     }
-    if let Some((b, o)) = gcs::json_object_path(path, "/download/storage/v1/b/") {
+    if path == "/retry_tests" {
         return match m {
-            "GET" => Route::GcsGet(b, o, true),
+            "GET" => Route::RetryTestList,
             _ => Route::NotAllowed,
         };
     }
-    if let Some((b, o)) = gcs::json_object_path(path, "/storage/v1/b/") {
+    if let Some(id) = path.strip_prefix("/retry_test/") {
         return match m {
-            "GET" => Route::GcsGet(b, o, req.query_param("alt") == Some("media")),
+            "GET" => Route::RetryTestGet(id.to_owned()),
+            "DELETE" => Route::RetryTestDelete(id.to_owned()),
             _ => Route::NotAllowed,
         };
+    }
+    match json_api::route(req) {
+        Some(Ok(r)) => return Route::Json(r),
+        Some(Err(Allowed::ResumableStart(bucket))) => return Route::GcsStartJson(bucket),
+        Some(Err(_)) => return Route::NotAllowed,
+        None => {}
     }
     if path == "/" {
         return match m {
@@ -356,7 +380,7 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
         return match m {
             "POST" => Route::GcsStartXml(b, o),
             "PUT" => Route::GcsSimplePut(b, o),
-            "GET" => Route::GcsGet(b, o, true),
+            "GET" => Route::GcsGetXml(b, o),
             _ => Route::NotAllowed,
         };
     }
@@ -369,7 +393,10 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::GcsSession(..) if req.method == "DELETE" => RequestKind::GcsDelete,
         Route::GcsSession(..) => {
             let carries_bytes = match req.headers.get("content-range") {
-                Some(v) => resumable_core::range::parse_content_range(v.as_bytes())
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(crate::parse::content_range)
                     .is_none_or(|cr| cr.range.is_some()),
                 None => req.content_length() != Some(0),
             };
@@ -379,7 +406,7 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
                 RequestKind::GcsQuery
             }
         }
-        Route::GcsSimplePut(..) | Route::GcsGet(..) => RequestKind::GcsOther,
+        Route::GcsSimplePut(..) | Route::GcsGetXml(..) | Route::Json(_) => RequestKind::GcsOther,
         Route::ComplianceCreate => RequestKind::ComplianceCreate,
         Route::ComplianceList | Route::ComplianceStatus(_) => RequestKind::ComplianceStatus,
         Route::ComplianceDownload(_) => RequestKind::ComplianceDownload,
@@ -390,7 +417,50 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::TonObject(..) if req.method == "PUT" => RequestKind::TonChunk,
         Route::TonObject(..) => RequestKind::TonOther,
         Route::Media(r, _) => r.kind(),
-        Route::Index | Route::NotFound | Route::NotAllowed => RequestKind::Other,
+        Route::Index
+        | Route::NotFound
+        | Route::NotAllowed
+        | Route::RetryTestCreate
+        | Route::RetryTestList
+        | Route::RetryTestGet(_)
+        | Route::RetryTestDelete(_) => RequestKind::Other,
+    }
+}
+
+/// The storage-testbench operation a request is (see [`crate::retry_test`]).
+fn operation(route: &Route, req: &Request) -> Option<&'static str> {
+    Some(match route {
+        Route::GcsStartJson(_)
+        | Route::GcsStartXml(..)
+        | Route::GcsSimplePut(..)
+        | Route::Json(JsonRoute::Upload(_)) => retry_test::INSERT,
+        Route::GcsSession(..) if req.method == "PUT" => retry_test::INSERT,
+        Route::GcsGetXml(..) | Route::Json(JsonRoute::ObjectGet { .. }) => retry_test::GET,
+        Route::Json(JsonRoute::ObjectList(_)) => "storage.objects.list",
+        Route::Json(JsonRoute::ObjectDelete(..)) => "storage.objects.delete",
+        Route::Json(JsonRoute::BucketList) => "storage.buckets.list",
+        Route::Json(JsonRoute::BucketInsert) => "storage.buckets.insert",
+        Route::Json(JsonRoute::BucketGet(_)) => "storage.buckets.get",
+        Route::Json(JsonRoute::BucketDelete(_)) => "storage.buckets.delete",
+        _ => return None,
+    })
+}
+
+/// What byte-offset instructions see of a request.
+fn retry_view(route: &Route, req: &Request) -> retry_test::View {
+    match route {
+        Route::GcsSession(_, Some(session)) if req.method == "PUT" => {
+            let stored = session.lock().stored;
+            let range = match req.header("content-range") {
+                Some(v) => crate::parse::content_range(v).and_then(|c| c.range),
+                None => req.content_length().filter(|n| *n > 0).map(|n| 0..n),
+            };
+            retry_test::View::Chunk { stored, range }
+        }
+        Route::GcsSimplePut(..) | Route::Json(JsonRoute::Upload(_)) => {
+            retry_test::View::Simple(req.content_length())
+        }
+        _ => retry_test::View::Other,
     }
 }
 
@@ -576,7 +646,18 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
             outcome
         }
         Route::GcsSimplePut(bucket, object) => gcs::simple_put(ctx, bucket, object),
-        Route::GcsGet(bucket, object, media) => gcs::get_object(ctx, bucket, object, *media),
+        Route::GcsGetXml(bucket, object) => gcs::get_object(ctx, bucket, object),
+        Route::Json(r) => json_api::handle(ctx, r),
+        Route::RetryTestCreate => match ctx.body.read_small(64 * 1024) {
+            Ok(body) => Outcome::Respond(retry_test::create(&ctx.shared.retry_tests, &body)),
+            Err(true) => Outcome::Close(gcs::error(GcsApi::Json, 413, "retry test too large")),
+            Err(false) => Outcome::Drop,
+        },
+        Route::RetryTestList => Outcome::Respond(retry_test::list(&ctx.shared.retry_tests)),
+        Route::RetryTestGet(id) => Outcome::Respond(retry_test::get(&ctx.shared.retry_tests, id)),
+        Route::RetryTestDelete(id) => {
+            Outcome::Respond(retry_test::delete(&ctx.shared.retry_tests, id))
+        }
         Route::ComplianceCreate => compliance::create(ctx),
         Route::ComplianceList => compliance::list(ctx),
         Route::ComplianceStatus(id) => compliance::status(ctx, id),
@@ -644,6 +725,18 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
     faults.extend(server_script);
     faults.extend(session_script);
     faults.extend(request_faults);
+    // storage-testbench's instructions (x-retry-test-id, x-goog-emulator-instructions).
+    let plan = retry_test::plan(
+        &shared.retry_tests,
+        &req.headers,
+        operation(&route, &req),
+        &retry_view(&route, &req),
+        match &route {
+            Route::GcsSession(_, Some(s)) => s.retry_test.as_deref(),
+            _ => None,
+        },
+    );
+    faults.extend(plan.faults.iter().copied());
     let fault_set = FaultSet::from_faults(&faults);
 
     let mut entry = LogEntry {
@@ -667,6 +760,7 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         _ => GcsApi::Json,
     };
 
+    let pause_sleep = |d: Duration| shared.sleep(d.min(shared.config.max_stall));
     let mut ctx = Ctx {
         shared,
         req: &req,
@@ -674,17 +768,40 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
         faults: fault_set,
         upload_id: None,
     };
+    let mut plan = plan;
+    if let Some((at, wait)) = plan.body_pause {
+        ctx.body.pause_at(at, wait, &pause_sleep);
+    }
     let outcome = if let Err(message) = &parsed {
         ctx.body.drain();
         Outcome::Respond(Response::new(400).body(
             "text/plain; charset=utf-8",
             format!("{message}\n").into_bytes(),
         ))
+    } else if let Some(r) = plan.refuse.take() {
+        ctx.body.drain();
+        Outcome::Respond(r)
     } else if let Some(code) = ctx.faults.status {
         ctx.body.drain();
         Outcome::Respond(injected(&route, kind, api, code, &ctx.faults))
     } else {
         dispatch(&mut ctx, &route)
+    };
+    // Instructions that act once the request was handled.
+    let outcome = match (outcome, plan.answer_instead) {
+        (Outcome::Respond(_), Some(code)) => {
+            Outcome::Respond(injected(&route, kind, api, code, &ctx.faults))
+        }
+        (Outcome::Respond(r), None) => {
+            if let (Some((n, id, op, text)), Route::GcsSession(..), 200 | 201) =
+                (plan.on_completion.take(), &route, r.status)
+            {
+                ctx.faults.truncate = Some(n);
+                shared.retry_tests.consume(&id, op, &text);
+            }
+            Outcome::Respond(r)
+        }
+        (other, _) => other,
     };
     if matches!(outcome, Outcome::Respond(_)) {
         ctx.body.drain();
@@ -717,28 +834,46 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
             // Dropped: close without answering. (Logged first, so a client that sees the
             // connection close can already read the log.)
             shared.log(entry);
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            if plan.reset {
+                // A reset, not an orderly close: with SO_LINGER 0 the last close of the
+                // socket sends RST (the connection thread closes it without a shutdown).
+                let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+                conn.reset = true;
+            } else {
+                let _ = conn.stream.shutdown(Shutdown::Both);
+            }
             return false;
         }
     };
+    let mut response = response;
+    if plan.corrupt && matches!(response.status, 200 | 206) && response.body_len() > 0 {
+        response.materialize();
+        response.body[0] = response.body[0].wrapping_add(1);
+    }
     entry.status = Some(response.status);
     if let Some(n) = faults.truncate {
         entry.truncated = true;
         let mut bytes = response.head_bytes(true, 1024);
-        let n = usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(response.body.len());
-        bytes.extend_from_slice(&response.body[..n]);
+        bytes.extend(response.body_prefix(n));
         shared.log(entry);
         let _ = conn.write_all(&bytes);
         let _ = conn.stream.shutdown(Shutdown::Both);
         return false;
     }
     let keep = req.keep_alive && !close && !shared.is_stopped();
-    let mut bytes = response.head_bytes(!keep, 0);
-    bytes.extend_from_slice(&response.body);
     shared.log(entry);
-    let written = conn.write_all(&bytes).is_ok();
+    let delivery = plan.delivery;
+    let cut = delivery.cut_after.is_some_and(|n| n < response.body_len());
+    let written = response
+        .write_to(&mut conn.stream, !keep, delivery, |d| {
+            shared.sleep(d.min(shared.config.max_stall))
+        })
+        .is_ok();
+    if cut {
+        // A broken stream: the body stops short and the connection closes.
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        return false;
+    }
     if close && written {
         linger(conn);
     }
@@ -768,7 +903,9 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
             break;
         }
     }
-    let _ = conn.stream.shutdown(Shutdown::Both);
+    if !conn.reset {
+        let _ = conn.stream.shutdown(Shutdown::Both);
+    }
 }
 
 /// Answers a request that cannot be read, then closes gracefully: stop writing, and read
@@ -913,6 +1050,7 @@ impl Server {
             compliance: Compliance::default(),
             ton: Ton::default(),
             media: MediaStore::default(),
+            retry_tests: RetryTests::default(),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -1190,6 +1328,9 @@ fn banner_text(shared: &Shared) -> String {
          \x20     with x-goog-resumable: start and Content-Type (any BUCKET/OBJECT path works)\n\
          \x20 GCS JSON API start (G2):         POST {base}/upload/storage/v1/b/BUCKET/o?uploadType=resumable&name=OBJECT\n\
          \x20 GCS download:                    GET  {base}/download/storage/v1/b/BUCKET/o/OBJECT?alt=media\n\
+         \x20 GCS JSON API (Google's clients):  {base}/storage/v1/b[/BUCKET[/o[/OBJECT]]], uploadType=media|multipart|resumable\n\
+         \x20     e.g. STORAGE_EMULATOR_HOST={base} for google-cloud-storage (Python)\n\
+         \x20 Retry Test API (storage-testbench): POST {base}/retry_test, then x-retry-test-id: ID\n\
          \x20 Compliance jobs (C1-C3):         POST {base}/2/compliance/jobs  (Authorization: Bearer <any>)\n\
          \x20 TON single upload (T1):          POST {base}/1.1/ton/bucket/BUCKET  (Content-Type, Content-Length < 64 MiB)\n\
          \x20 TON resumable start (T2-T6):     POST {base}/1.1/ton/bucket/BUCKET?resumable=true\n\
@@ -1221,4 +1362,32 @@ fn banner_text(shared: &Shared) -> String {
         },
         polls = shared.config.media_processing_polls,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_origin_never_loses_the_port() {
+        let listen: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        let base = "http://127.0.0.1:4567";
+        let o = |host| origin_for(host, &listen, base);
+        // A Host with a port is the name the client used.
+        assert_eq!(o(Some("localhost:4567")), "http://localhost:4567");
+        assert_eq!(o(Some("[::1]:4567")), "http://[::1]:4567");
+        // Without one (google-cloud-rust sends `host: 127.0.0.1`) the listen address wins.
+        assert_eq!(o(Some("127.0.0.1")), base);
+        assert_eq!(o(Some("localhost")), base);
+        // Malformed or absent: the listen address.
+        assert_eq!(o(Some("a b:1")), base);
+        assert_eq!(o(Some("host:")), base);
+        assert_eq!(o(None), base);
+        // On port 80 a Host may leave the port out.
+        let listen80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(
+            origin_for(Some("storage.test"), &listen80, "http://127.0.0.1:80"),
+            "http://storage.test"
+        );
+    }
 }

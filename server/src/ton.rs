@@ -40,7 +40,7 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use resumable_core::range::{ContentRange, parse_content_range};
+use crate::parse::{ContentRange, content_range as parse_content_range};
 use resumable_core::ton::CHUNK_LIMIT;
 use serde_json::json;
 
@@ -683,7 +683,7 @@ pub(crate) fn chunk(ctx: &mut Ctx<'_>, upload: &Arc<Upload>, bucket: &str, name:
     let Some(ContentRange { range, total }) = ctx
         .req
         .header("content-range")
-        .and_then(|v| parse_content_range(v.as_bytes()))
+        .and_then(parse_content_range)
     else {
         return Outcome::Respond(error(
             400,

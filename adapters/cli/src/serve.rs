@@ -9,6 +9,7 @@ use clap::Args;
 use resumable_server::{FaultScript, Server, ServerConfig};
 
 use crate::Failure;
+use crate::size::parse_size;
 
 /// Arguments of `resumable serve`.
 #[derive(Args, Debug)]
@@ -23,6 +24,11 @@ pub struct ServeArgs {
     /// Do not compute MD5 of uploads (faster; objects then report no md5Hash).
     #[arg(long)]
     no_md5: bool,
+    /// Prepare this much upload memory at start, e.g. 1GiB (for benchmarks: the first
+    /// write to fresh memory is slow on a virtual machine; this moves that cost out of the
+    /// uploads).
+    #[arg(long, value_name = "SIZE")]
+    warm_memory: Option<String>,
 }
 
 /// Runs the server until Ctrl-C.
@@ -33,10 +39,23 @@ pub fn run(args: ServeArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         }
         None => FaultScript::default(),
     };
+    let warm_memory = match &args.warm_memory {
+        Some(text) => {
+            let n = parse_size(text).map_err(|e| Failure::usage(format!("--warm-memory: {e}")))?;
+            if n > ServerConfig::default().max_object_size {
+                return Err(Failure::usage(
+                    "--warm-memory: at most 16GiB (the largest object the server keeps)",
+                ));
+            }
+            n
+        }
+        None => 0,
+    };
     let config = ServerConfig {
         listen: args.listen,
         faults,
         md5: !args.no_md5,
+        warm_memory,
         ..ServerConfig::default()
     };
     let server = Server::start(config)
