@@ -147,7 +147,9 @@ impl<U: Upload<Output: std::fmt::Debug>> Prepared<U> {
                         .expect("answer accepted");
                     return;
                 }
-                Action::Wait(_) | Action::Done(_) => panic!("unexpected action in a chunk cycle"),
+                Action::Wait(_) | Action::Idle | Action::Done(_) => {
+                    panic!("unexpected action in a chunk cycle")
+                }
             }
         }
     }

@@ -4,7 +4,24 @@
 //! calls [`Upload::poll_action`] and carries out the [`Action`] it gets, then feeds the result
 //! back with [`Upload::handle_read`], [`Upload::handle_response`] or [`Upload::handle_failure`],
 //! and polls again, until it gets [`Action::Done`]. While a body is sent, the driver may also
-//! hand its source bytes to [`Upload::handle_sent`] (when [`Send::report_sent`] asks for them).
+//! hand its source bytes to [`Upload::handle_sent`] (when [`Transmit::report_sent`] asks for
+//! them).
+//!
+//! # The loop, with several requests in flight
+//!
+//! Each [`Transmit`] is handed out **once**. An upload that allows several requests at once
+//! ([`Upload::max_in_flight`] > 1, media APPENDs) hands out another on the next poll while it
+//! has one due; a poll that has nothing to hand out answers [`Action::Idle`] (requests are in
+//! flight: hand in one of their outcomes) or [`Action::Wait`] (nothing until then, or until an
+//! outcome arrives). Outcomes may be handed in in any order. So a driver:
+//!
+//! 1. polls, and carries out every `Read` and `Send` it gets, polling again after each;
+//! 2. on `Idle`, waits for any in-flight request to end, hands its outcome in, and polls;
+//! 3. on `Wait(t)`, waits until `t` or until an in-flight request ends, whichever is first;
+//! 4. stops on `Done`.
+//!
+//! A driver that sends one request at a time (sends it, hands in its outcome, then polls)
+//! never sees `Idle`.
 
 use std::fmt;
 use std::ops::Range;
@@ -98,16 +115,17 @@ impl fmt::Debug for Body {
     }
 }
 
-/// A request the driver must send now.
+/// A request the driver must send now, handed out once.
 ///
-/// The source range of a `Send` never starts before the start of an earlier `Send`'s source
-/// range, nor before [`Upload::persisted`]: a driver of a stream may drop bytes below that.
+/// Its source range never starts before [`Upload::retained_from`]: a driver of a stream may
+/// drop the bytes below that.
 ///
 /// Send `request` (method, URI, headers exactly as given) with the bytes of `body`, then report
 /// the outcome with [`Upload::handle_response`] (any status, including 4xx/5xx and 308: do not
 /// follow redirects or turn statuses into errors) or [`Upload::handle_failure`] (no complete
-/// response arrived).
-pub struct Send {
+/// response arrived). Every `Transmit` handed out must get exactly one outcome, unless the
+/// upload is over first.
+pub struct Transmit {
     /// Pass this back with the response or failure.
     pub id: RequestId,
     /// Method, URI and headers. The URI may be a session URI (a bearer capability) and the
@@ -123,7 +141,7 @@ pub struct Send {
     pub report_sent: bool,
 }
 
-impl Send {
+impl Transmit {
     /// A request to hand out in [`Action::Send`], from its parts (for [`Upload`]
     /// implementations).
     pub fn new(
@@ -137,7 +155,7 @@ impl Send {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        Send {
+        Transmit {
             id,
             request,
             body,
@@ -146,9 +164,9 @@ impl Send {
     }
 }
 
-impl fmt::Debug for Send {
+impl fmt::Debug for Transmit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Send")
+        f.debug_struct("Transmit")
             .field("id", &self.id)
             .field("method", self.request.method())
             .field("uri", &crate::secret::RedactedUri(self.request.uri()))
@@ -183,11 +201,14 @@ pub struct Read {
 pub enum Action<T> {
     /// Read this range of the source and hand it in with [`Upload::handle_read`].
     Read(Read),
-    /// Send this request and hand in its response or failure.
-    Send(Send),
-    /// Nothing to do until this instant (a retry backoff or a processing delay): sleep, then
-    /// poll again with the new time.
+    /// Send this request and hand in its response or failure. It is handed out once: poll
+    /// again for the next action (possibly another request, when several may be in flight).
+    Send(Transmit),
+    /// Nothing to do until this instant (a retry backoff or a processing delay) or until an
+    /// in-flight request's outcome is handed in, whichever comes first; then poll again.
     Wait(Instant),
+    /// Requests are in flight and nothing else is due: hand in an outcome, then poll again.
+    Idle,
     /// The upload is over: this is the outcome, and every later poll returns the same.
     Done(Result<T, Error>),
 }
@@ -271,18 +292,75 @@ impl fmt::Display for TransportDisplay<'_> {
     }
 }
 
+/// Counters every upload keeps, for reporting (the CLI's `--json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests handed out.
+    pub requests: u64,
+    /// Retries scheduled after failures.
+    pub retries: u64,
+    /// Source bytes handed out in request bodies (re-sent bytes count again).
+    pub bytes_sent: u64,
+    /// What the server already held when a resumed upload learned it (its first answer).
+    pub resumed_from: Option<u64>,
+    /// Status answers read while the server processed the upload (media STATUS, M4;
+    /// compliance job polls, C3).
+    pub status_polls: u32,
+}
+
+/// How far an upload has come, for a progress display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Source bytes the server acknowledged holding ([`Upload::persisted`]).
+    pub acknowledged: u64,
+    /// Source bytes handed out in requests that have not been answered yet (with several in
+    /// flight, possibly beyond the acknowledged prefix).
+    pub in_flight: u64,
+    /// The source's size, once known.
+    pub total: Option<u64>,
+}
+
 /// The interface every upload state machine in this crate implements, so one driver loop can
 /// drive any of them.
 ///
-/// The loop: poll; carry out the action; hand in its result; poll again. After every input,
-/// poll until the action is a `Wait` or a `Send` whose result you have not yet handed in.
-/// Polling twice without input in between returns the same action (a `Send` keeps its id).
+/// The loop is in the [module docs](self): poll; carry out the action; hand in its result;
+/// poll again. Each request is handed out once; an upload may have up to
+/// [`Upload::max_in_flight`] of them out at a time.
 pub trait Upload {
     /// What a successful upload reports.
     type Output;
 
+    /// What a driver saves so a later process can resume the upload (serialisable with the
+    /// `serde` feature; [`crate::SavedState`] holds any protocol's).
+    type State: Clone + PartialEq + fmt::Debug;
+
     /// The next thing to do, given the current time. Never blocks, never panics.
     fn poll_action(&mut self, now: Instant) -> Action<Self::Output>;
+
+    /// The most requests this upload may have in flight at once (a driver sizes its
+    /// connections by it): 1 unless its protocol and settings allow more.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
+    /// What to save to resume this upload in a later process, when there is something to
+    /// resume: save it whenever it changes, before sending the next request. `None` before
+    /// the upload exists on the server, and once it has succeeded. After an error it is still
+    /// there: resume it when [`Error::is_resumable`] says so, discard it otherwise.
+    fn resume_state(&self) -> Option<Self::State>;
+
+    /// Asks the upload to stop: where the protocol can end the upload on the server, the next
+    /// request does (GCS: `DELETE` the session, G10); otherwise, or once that is answered, the
+    /// outcome is [`Error::Cancelled`]. A completion that arrives first still wins.
+    fn cancel(&mut self);
+
+    /// Counters for reporting.
+    fn stats(&self) -> Stats;
+
+    /// How far the upload has come.
+    fn progress(&self) -> Progress;
 
     /// Source bytes the server has acknowledged holding, from the start: they are never sent
     /// again, and the count never decreases. For progress display. (A resumed upload may
@@ -307,13 +385,13 @@ pub trait Upload {
     fn handle_read(&mut self, now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError>;
 
     /// Hand in source bytes of the body of the request `id` as they are handed to the
-    /// transport, when its [`Send::report_sent`] is set: in order, each piece starting where
+    /// transport, when its [`Transmit::report_sent`] is set: in order, each piece starting where
     /// the previous one ended (a retried body starts again at its range's start), and before
     /// the request's response or failure is handed in. Bytes the upload has already seen are
     /// skipped. Uploads that never set the flag ignore the call.
     ///
     /// # Errors
-    /// [`UsageError`] when `id` is not the request in flight, the bytes lie outside its source
+    /// [`UsageError`] when `id` is not a request in flight, the bytes lie outside its source
     /// range or leave a gap, or the upload is over. The upload's state is unchanged then.
     fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
         let _ = (id, offset, bytes);
@@ -330,7 +408,7 @@ pub trait Upload {
     /// Hand in the complete response to the request `id` (any status).
     ///
     /// # Errors
-    /// [`UsageError`] when `id` is not the request in flight or the upload is over.
+    /// [`UsageError`] when `id` is not a request in flight or the upload is over.
     fn handle_response(
         &mut self,
         now: Instant,
@@ -341,7 +419,7 @@ pub trait Upload {
     /// Report that the request `id` got no complete response.
     ///
     /// # Errors
-    /// [`UsageError`] when `id` is not the request in flight or the upload is over.
+    /// [`UsageError`] when `id` is not a request in flight or the upload is over.
     fn handle_failure(
         &mut self,
         now: Instant,

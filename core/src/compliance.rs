@@ -95,6 +95,7 @@
 //!             job.handle_response(now, send.id, response.unwrap()).unwrap();
 //!         }
 //!         Action::Wait(until) => now = until, // a real driver sleeps until then
+//!         Action::Idle => unreachable!("every request is answered before the next poll"),
 //!         Action::Read(_) => unreachable!("a one-PUT job reads nothing"),
 //!         Action::Done(outcome) => break outcome,
 //!     }
@@ -113,13 +114,14 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 use serde_json::Value;
 
-use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
+use crate::action::{Action, Body, Progress, RequestId, Stats, Transmit, TransportFailure, Upload};
 use crate::checksum::Checksums;
 use crate::chunk::{ChunkSize, GCS_GRANULE};
+use crate::engine::Engine;
 use crate::error::{Error, ProtocolViolation, RetryCause, UsageError};
 use crate::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
 use crate::response;
-use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
+use crate::retry::{self, Attempt, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, check_absolute_http};
 
 /// The X API's address; `POST /2/compliance/jobs` and `GET /2/compliance/jobs/{id}` go below
@@ -580,21 +582,6 @@ impl fmt::Debug for ComplianceConfig {
     }
 }
 
-/// Counters for reporting (the CLI's `--json`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ComplianceStats {
-    /// Requests handed out, the upload's included.
-    pub requests: u64,
-    /// Retries scheduled after failures, the upload's included.
-    pub retries: u64,
-    /// Source bytes handed out in request bodies (re-sent bytes count again).
-    pub bytes_sent: u64,
-    /// Status answers read.
-    pub polls: u32,
-    /// Bytes the server already held when a resumed upload's first status query answered.
-    pub resumed_from: Option<u64>,
-}
-
 /// This job's own requests (the upload's are the inner GCS upload's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -639,25 +626,16 @@ pub struct ComplianceJob {
     upload_deadline: Option<Instant>,
 
     stage: Stage,
-    /// The inner upload's request in flight, and the id it was handed out under.
-    inner_in_flight: Option<(RequestId, RequestId)>,
-    in_flight: Option<(RequestId, Kind)>,
-    wait_until: Option<Instant>,
     /// Bytes the server holds once the upload is done.
     uploaded: u64,
     completion: Option<GcsCompletion>,
     next_interval: Duration,
     poll_started: Option<Instant>,
-    outcome: Option<Result<CompletedJob, Error>>,
-    backoff: Backoff,
-    next_id: u64,
-    requests: u64,
-    bytes_sent: u64,
-    polls: u32,
-    inner_requests: u64,
-    inner_retries: u64,
-    inner_bytes_sent: u64,
-    resumed_from: Option<u64>,
+    /// This job's own requests, under even ids (the inner upload's are odd: see
+    /// `GcsUpload::nested`).
+    engine: Engine<Kind, CompletedJob>,
+    /// The inner upload's counters, kept once it is done.
+    inner_stats: Stats,
 }
 
 impl fmt::Debug for ComplianceJob {
@@ -666,9 +644,9 @@ impl fmt::Debug for ComplianceJob {
             .field("job_type", &self.job_type)
             .field("phase", &self.phase())
             .field("job", &self.job)
-            .field("in_flight", &self.in_flight)
-            .field("polls", &self.polls)
-            .field("outcome", &self.outcome)
+            .field("in_flight", &self.engine.flights().len())
+            .field("polls", &self.engine.stats().status_polls)
+            .field("outcome", &self.engine.outcome())
             .finish_non_exhaustive()
     }
 }
@@ -736,6 +714,8 @@ impl ComplianceJob {
         gcs_config.checksums = config.checksums;
         gcs_config.retry = config.retry.clone();
         gcs_config.fingerprint = config.fingerprint.clone();
+        let mut engine = Engine::new(config.retry);
+        engine.use_ids(0, 2);
         Ok(ComplianceJob {
             jobs_uri,
             job_type: config.job_type,
@@ -752,23 +732,12 @@ impl ComplianceJob {
             status_uri: None,
             upload_deadline: None,
             stage: Stage::Create,
-            inner_in_flight: None,
-            in_flight: None,
-            wait_until: None,
             uploaded: 0,
             completion: None,
             next_interval: config.poll_interval,
             poll_started: None,
-            outcome: None,
-            backoff: Backoff::new(config.retry),
-            next_id: 0,
-            requests: 0,
-            bytes_sent: 0,
-            polls: 0,
-            inner_requests: 0,
-            inner_retries: 0,
-            inner_bytes_sent: 0,
-            resumed_from: None,
+            engine,
+            inner_stats: Stats::default(),
         })
     }
 
@@ -814,7 +783,7 @@ impl ComplianceJob {
                     Some(gcs) => Start::Resume(gcs),
                     None => xml_start(&state.job),
                 };
-                let upload = GcsUpload::new(start, job.gcs_config.clone())?;
+                let upload = GcsUpload::new(start, job.gcs_config.clone())?.nested();
                 job.stage = Stage::Gcs(Box::new(upload));
             }
             SavedPhase::Upload => job.stage = Stage::Put,
@@ -837,7 +806,7 @@ impl ComplianceJob {
 
     /// The phase the job is in (for a progress display).
     pub fn phase(&self) -> Phase {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Phase::Done;
         }
         match self.stage {
@@ -868,38 +837,15 @@ impl ComplianceJob {
         }
     }
 
-    /// Counters for reporting.
-    pub fn stats(&self) -> ComplianceStats {
-        let (requests, retries, bytes_sent, resumed_from) = match &self.stage {
-            Stage::Gcs(upload) => {
-                let s = upload.stats();
-                (s.requests, s.retries, s.bytes_sent, s.resumed_from)
-            }
-            _ => (
-                self.inner_requests,
-                self.inner_retries,
-                self.inner_bytes_sent,
-                self.resumed_from,
-            ),
-        };
-        ComplianceStats {
-            requests: self.requests + requests,
-            retries: self.backoff.total_retries() + retries,
-            bytes_sent: self.bytes_sent + bytes_sent,
-            polls: self.polls,
-            resumed_from,
-        }
-    }
-
     /// What to save to continue this job in a later process; `None` before the job exists,
     /// and once its verdict is final and not resumable (`failed`, `expired`, upload URL
     /// expired). After `complete` it is still there (phase poll: a resumed job polls once
     /// and completes again), so a driver can keep it until the results are downloaded; after
     /// an [`Error`], resume it when [`Error::is_resumable`] says so, discard it otherwise.
     /// Save it whenever it changes, before sending the next request.
-    pub fn resume_state(&self) -> Option<ComplianceResumeState> {
+    fn state_now(&self) -> Option<ComplianceResumeState> {
         let job = self.job.as_ref()?;
-        if let Some(Err(Error::Compliance(e))) = &self.outcome
+        if let Some(Err(Error::Compliance(e))) = self.engine.outcome()
             && !e.is_resumable()
         {
             return None;
@@ -928,10 +874,7 @@ impl ComplianceJob {
     // ---- inputs ----
 
     fn finish(&mut self, outcome: Result<CompletedJob, Error>) {
-        self.in_flight = None;
-        self.inner_in_flight = None;
-        self.wait_until = None;
-        self.outcome = Some(outcome);
+        self.engine.finish(outcome);
     }
 
     fn fail(&mut self, error: impl Into<Error>) {
@@ -978,16 +921,13 @@ impl ComplianceJob {
     /// retry budget is spent.
     fn retry(&mut self, now: Instant, kind: Kind, cause: RetryCause, after: Option<Duration>) {
         let attempt = self.attempt(kind);
-        match self.backoff.failure(now, cause, after, attempt) {
-            Ok(until) => self.wait_until = Some(until),
-            Err(e) => self.fail(e),
-        }
+        self.engine.retry(now, cause, after, attempt);
     }
 
     fn on_response(&mut self, now: Instant, kind: Kind, response: Response<Bytes>) {
         let status = response.status();
         if !status.is_success() {
-            if self.backoff.policy().retries_status(status) {
+            if self.engine.policy().retries_status(status) {
                 // A 429 names when the rate-limit window resets (C3, M5); others may carry
                 // Retry-After.
                 let headers = response.headers();
@@ -1003,7 +943,7 @@ impl ComplianceJob {
             Kind::Create => self.on_created(now, &response),
             Kind::Put => {
                 // C2: any 2xx takes the whole file.
-                self.backoff.progress();
+                self.engine.progress();
                 self.upload_done(self.total.unwrap_or(0), None);
             }
             Kind::Poll => self.on_status(now, &response),
@@ -1036,7 +976,7 @@ impl ComplianceJob {
             self.upload_deadline =
                 now.checked_add(Duration::from_secs(expires.saturating_sub(server_now)));
         }
-        self.backoff.progress();
+        self.engine.progress();
         self.status_uri = Some(status_uri);
         // C2: the upload follows what was asked, whatever the answer's `resumable` says (an
         // answer may say `false` to a job created resumable, and its upload_url still takes a
@@ -1045,7 +985,7 @@ impl ComplianceJob {
         job.resumable = self.resumable;
         let stage = if job.resumable {
             match GcsUpload::new(xml_start(&job), self.gcs_config.clone()) {
-                Ok(upload) => Stage::Gcs(Box::new(upload)),
+                Ok(upload) => Stage::Gcs(Box::new(upload.nested())),
                 Err(e) => {
                     self.job = Some(job);
                     return self.fail(e);
@@ -1077,8 +1017,10 @@ impl ComplianceJob {
             Ok(job) => job,
             Err(e) => return self.fail(e),
         };
-        self.polls = self.polls.saturating_add(1);
-        self.backoff.progress();
+        let stats = self.engine.stats_mut();
+        stats.status_polls = stats.status_polls.saturating_add(1);
+        let polls = stats.status_polls;
+        self.engine.progress();
         let status = job.status;
         let id = job.id.clone();
         self.job = Some(job);
@@ -1089,7 +1031,7 @@ impl ComplianceJob {
                     job,
                     bytes: self.uploaded,
                     upload: self.completion.clone(),
-                    polls: self.polls,
+                    polls,
                 };
                 self.finish(Ok(completed));
             }
@@ -1102,12 +1044,8 @@ impl ComplianceJob {
                     .poll_started
                     .and_then(|s| s.checked_add(self.poll_deadline));
                 match now.checked_add(wait) {
-                    Some(at) if deadline.is_none_or(|d| at <= d) => self.wait_until = Some(at),
-                    _ => self.job_error(JobError::PollDeadline {
-                        id,
-                        polls: self.polls,
-                        status,
-                    }),
+                    Some(at) if deadline.is_none_or(|d| at <= d) => self.engine.wait_at_least(at),
+                    _ => self.job_error(JobError::PollDeadline { id, polls, status }),
                 }
             }
         }
@@ -1118,7 +1056,7 @@ impl ComplianceJob {
         self.uploaded = bytes;
         self.completion = completion;
         self.stage = Stage::Poll;
-        self.wait_until = None;
+        self.engine.clear_wait();
         self.next_interval = self.poll_interval;
     }
 
@@ -1127,27 +1065,20 @@ impl ComplianceJob {
         let Stage::Gcs(upload) = &mut self.stage else {
             return self.poll_action(now);
         };
+        // C2: nothing new is written to an expired upload URL; a status query may still find
+        // the upload complete.
+        let expired = self.upload_deadline.is_some_and(|d| now >= d);
         match upload.poll_action(now) {
             Action::Read(read) => Action::Read(read),
             Action::Wait(until) => Action::Wait(until),
-            Action::Send(mut send) => {
-                let outer = match self.inner_in_flight {
-                    Some((inner, outer)) if inner == send.id => outer,
-                    _ => {
-                        // C2: nothing new is written to an expired upload URL; a status query
-                        // may still find the upload complete.
-                        let writes =
-                            send.body.source_len() > 0 || send.request.method() == Method::POST;
-                        if writes && self.upload_deadline.is_some_and(|d| now >= d) {
-                            self.upload_url_expired();
-                            return self.poll_action(now);
-                        }
-                        let outer = self.allocate();
-                        self.inner_in_flight = Some((send.id, outer));
-                        outer
-                    }
-                };
-                send.id = outer;
+            Action::Idle => Action::Idle,
+            Action::Send(send) => {
+                let writes = send.body.source_len() > 0 || send.request.method() == Method::POST;
+                if writes && expired {
+                    self.keep_inner_stats();
+                    self.upload_url_expired();
+                    return self.poll_action(now);
+                }
                 Action::Send(send)
             }
             Action::Done(Ok(completion)) => {
@@ -1166,23 +1097,21 @@ impl ComplianceJob {
     /// Keeps the inner upload's counters before it is dropped.
     fn keep_inner_stats(&mut self) {
         if let Stage::Gcs(upload) = &self.stage {
-            let s = upload.stats();
-            self.inner_requests = s.requests;
-            self.inner_retries = s.retries;
-            self.inner_bytes_sent = s.bytes_sent;
-            self.resumed_from = s.resumed_from;
+            self.inner_stats = upload.stats();
         }
     }
 
-    fn allocate(&mut self) -> RequestId {
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        id
+    /// The inner upload, when `id` is one of its requests (odd ids, `GcsUpload::nested`).
+    fn inner_for(&mut self, id: RequestId) -> Option<&mut GcsUpload> {
+        match &mut self.stage {
+            Stage::Gcs(upload) if id.get() % 2 == 1 => Some(upload),
+            _ => None,
+        }
     }
 
     // ---- building ----
 
-    fn build(&self, id: RequestId, kind: Kind) -> Send {
+    fn build(&self, id: RequestId, kind: Kind) -> Transmit {
         let empty = Uri::default();
         let (method, uri, mut headers, body) = match kind {
             Kind::Create => {
@@ -1223,56 +1152,31 @@ impl ComplianceJob {
         if method != Method::GET {
             headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
         }
-        Send::new(id, method, uri, headers, body)
+        Transmit::new(id, method, uri, headers, body)
     }
 }
 
 impl Upload for ComplianceJob {
     /// The job's verdict (see the module docs): `Ok` once `complete`, else a [`JobError`].
     type Output = CompletedJob;
-
-    /// The last retry of the job's own requests or of its upload: what failed, the wait, the
-    /// attempt count.
-    fn last_retry(&self) -> Option<&Retrying> {
-        let own = self.backoff.last_retry();
-        let inner = match &self.stage {
-            Stage::Gcs(upload) => upload.last_retry(),
-            _ => None,
-        };
-        match (own, inner) {
-            (Some(a), Some(b)) => Some(if a.until >= b.until { a } else { b }),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Bytes of ids the server has acknowledged: the inner upload's count while it runs, the
-    /// whole file once the upload is done.
-    fn persisted(&self) -> u64 {
-        match &self.stage {
-            Stage::Create | Stage::Put => 0,
-            Stage::Gcs(upload) => upload.persisted(),
-            Stage::Poll => self.uploaded,
-        }
-    }
+    type State = ComplianceResumeState;
 
     fn poll_action(&mut self, now: Instant) -> Action<CompletedJob> {
-        self.backoff.observe_start(now);
-        if let Some(outcome) = &self.outcome {
-            return Action::Done(outcome.clone());
+        if let Some(action) = self.engine.poll_head(now) {
+            return action;
         }
-        if let Some((id, kind)) = self.in_flight {
-            return Action::Send(self.build(id, kind));
+        if !self.engine.flights().is_empty() {
+            return Action::Idle;
         }
-        if matches!(self.stage, Stage::Gcs(_)) {
-            return self.poll_inner(now);
-        }
-        if let Some(until) = self.wait_until {
-            if now < until {
-                return Action::Wait(until);
-            }
-            self.wait_until = None;
+        // A job cannot be deleted through the API (C1–C3): a cancel ends the flow here, and
+        // an upload under way ends with it.
+        if self.engine.cancel_requested() {
+            self.keep_inner_stats();
+            self.finish(Err(Error::Cancelled));
+            return self.poll_action(now);
         }
         let kind = match self.stage {
+            Stage::Gcs(_) => return self.poll_inner(now),
             Stage::Create => Kind::Create,
             Stage::Put => {
                 // C2: nothing is written to an expired upload URL.
@@ -1280,7 +1184,6 @@ impl Upload for ComplianceJob {
                     self.upload_url_expired();
                     return self.poll_action(now);
                 }
-                self.bytes_sent = self.bytes_sent.saturating_add(self.total.unwrap_or(0));
                 Kind::Put
             }
             Stage::Poll => {
@@ -1295,25 +1198,98 @@ impl Upload for ComplianceJob {
                         .as_ref()
                         .map(|j| (j.id.clone(), j.status))
                         .unwrap_or((String::new(), JobStatus::Created));
-                    self.job_error(JobError::PollDeadline {
-                        id,
-                        polls: self.polls,
-                        status,
-                    });
+                    let polls = self.engine.stats().status_polls;
+                    self.job_error(JobError::PollDeadline { id, polls, status });
                     return self.poll_action(now);
                 }
                 Kind::Poll
             }
-            Stage::Gcs(_) => return self.poll_inner(now),
         };
-        let id = self.allocate();
-        self.requests += 1;
-        self.in_flight = Some((id, kind));
+        let source_len = if kind == Kind::Put {
+            self.total.unwrap_or(0)
+        } else {
+            0
+        };
+        let id = self.engine.hand_out(now, kind, source_len);
         Action::Send(self.build(id, kind))
     }
 
+    /// Bytes of ids the server has acknowledged: the inner upload's count while it runs, the
+    /// whole file once the upload is done.
+    fn persisted(&self) -> u64 {
+        match &self.stage {
+            Stage::Create | Stage::Put => 0,
+            Stage::Gcs(upload) => upload.persisted(),
+            Stage::Poll => self.uploaded,
+        }
+    }
+
+    fn retained_from(&self) -> u64 {
+        match &self.stage {
+            Stage::Gcs(upload) => upload.retained_from(),
+            _ => self.persisted(),
+        }
+    }
+
+    /// What to save to continue this job in a later process; `None` before the job exists,
+    /// and once its verdict is final and not resumable (`failed`, `expired`, upload URL
+    /// expired). After `complete` it is still there (phase poll: a resumed job polls once
+    /// and completes again), so a driver can keep it until the results are downloaded.
+    fn resume_state(&self) -> Option<ComplianceResumeState> {
+        self.state_now()
+    }
+
+    /// Asks the flow to stop: once no request is in flight, the outcome is
+    /// [`Error::Cancelled`]. The API has no way to delete a job; it expires on its own. A
+    /// verdict that arrives first still wins.
+    fn cancel(&mut self) {
+        self.engine.request_cancel();
+        self.engine.clear_wait();
+    }
+
+    /// The job's requests and its upload's together.
+    fn stats(&self) -> Stats {
+        let inner = match &self.stage {
+            Stage::Gcs(upload) => upload.stats(),
+            _ => self.inner_stats,
+        };
+        let own = self.engine.stats();
+        Stats {
+            requests: own.requests + inner.requests,
+            retries: own.retries + inner.retries,
+            bytes_sent: own.bytes_sent + inner.bytes_sent,
+            resumed_from: inner.resumed_from,
+            status_polls: own.status_polls,
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        match &self.stage {
+            Stage::Gcs(upload) => upload.progress(),
+            _ => Progress {
+                acknowledged: self.persisted(),
+                in_flight: self.engine.in_flight_bytes(),
+                total: self.total(),
+            },
+        }
+    }
+
+    /// The last retry of the job's own requests or of its upload: what failed, the wait, the
+    /// attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        let own = self.engine.last_retry();
+        let inner = match &self.stage {
+            Stage::Gcs(upload) => upload.last_retry(),
+            _ => None,
+        };
+        match (own, inner) {
+            (Some(a), Some(b)) => Some(if a.until >= b.until { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn handle_read(&mut self, now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
         match &mut self.stage {
@@ -1326,14 +1302,12 @@ impl Upload for ComplianceJob {
     }
 
     fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
-        match (&mut self.stage, self.inner_in_flight) {
-            (Stage::Gcs(upload), Some((inner, outer))) if outer == id => {
-                upload.handle_sent(inner, offset, bytes)
-            }
-            _ => Err(UsageError::UnknownRequest(id.0)),
+        match self.inner_for(id) {
+            Some(upload) => upload.handle_sent(id, offset, bytes),
+            None => Err(UsageError::UnknownRequest(id.get())),
         }
     }
 
@@ -1343,35 +1317,24 @@ impl Upload for ComplianceJob {
         id: RequestId,
         response: Response<Bytes>,
     ) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
-        if let Some((inner, outer)) = self.inner_in_flight
-            && outer == id
-        {
-            // C2: an answer short of completion at or after the upload URL's expiry
-            // means the upload cannot finish.
-            let expired =
-                !response.status().is_success() && self.past_upload_expiry(response.headers());
-            let Stage::Gcs(upload) = &mut self.stage else {
-                return Err(UsageError::UnknownRequest(id.0));
-            };
-            upload.handle_response(now, inner, response)?;
-            self.inner_in_flight = None;
+        // C2: an answer short of completion at or after the upload URL's expiry means the
+        // upload cannot finish.
+        let expired =
+            !response.status().is_success() && self.past_upload_expiry(response.headers());
+        if let Some(upload) = self.inner_for(id) {
+            upload.handle_response(now, id, response)?;
             if expired {
                 self.keep_inner_stats();
                 self.upload_url_expired();
             }
             return Ok(());
         }
-        match self.in_flight {
-            Some((current, kind)) if current == id => {
-                self.in_flight = None;
-                self.on_response(now, kind, response);
-                Ok(())
-            }
-            _ => Err(UsageError::UnknownRequest(id.0)),
-        }
+        let kind = self.engine.take(id)?.kind;
+        self.on_response(now, kind, response);
+        Ok(())
     }
 
     fn handle_failure(
@@ -1380,34 +1343,22 @@ impl Upload for ComplianceJob {
         id: RequestId,
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
-        if let Some((inner, outer)) = self.inner_in_flight
-            && outer == id
-        {
-            let Stage::Gcs(upload) = &mut self.stage else {
-                return Err(UsageError::UnknownRequest(id.0));
-            };
-            upload.handle_failure(now, inner, failure)?;
-            self.inner_in_flight = None;
+        if let Some(upload) = self.inner_for(id) {
+            return upload.handle_failure(now, id, failure);
+        }
+        let kind = self.engine.take(id)?.kind;
+        if !self.engine.policy().retry_transport {
+            let endpoint = self.attempt(kind).endpoint;
+            self.fail(Error::Transport { failure, endpoint });
             return Ok(());
         }
-        match self.in_flight {
-            Some((current, kind)) if current == id => {
-                self.in_flight = None;
-                if !self.backoff.policy().retry_transport {
-                    let endpoint = self.attempt(kind).endpoint;
-                    self.fail(Error::Transport { failure, endpoint });
-                    return Ok(());
-                }
-                // The request may or may not have arrived: send it again as it was (a retried
-                // create may leave an orphaned job, never a wrong one).
-                self.retry(now, kind, RetryCause::Transport(failure), None);
-                Ok(())
-            }
-            _ => Err(UsageError::UnknownRequest(id.0)),
-        }
+        // The request may or may not have arrived: send it again as it was (a retried create
+        // may leave an orphaned job, never a wrong one).
+        self.retry(now, kind, RetryCause::Transport(failure), None);
+        Ok(())
     }
 }
 

@@ -136,6 +136,10 @@ pub enum Error {
         /// How many status answers said "still processing".
         polls: u32,
     },
+    /// A bug in this library: the upload reached a state it has no way on from. It ends
+    /// rather than loop or panic; please report it.
+    #[error("internal error in resumable-core: {0}")]
+    Internal(&'static str),
     /// The media id reached its `expires_after_secs` before the upload finished (M5): the
     /// upload must start again with a new INIT.
     #[error(

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The core checksums the source front to back. Bytes of a chunk it has not seen yet are
-//! checksummed as they are sent, when the driver reports them ([`Send::report_sent`],
+//! checksummed as they are sent, when the driver reports them ([`Transmit::report_sent`],
 //! [`Upload::handle_sent`]); it asks for bytes with [`Action::Read`] only when it must see
 //! them before a request: the final chunk (its headers carry the checksums), a chunk of a
 //! source of unknown size (to learn where it ends), bytes a driver did not report, and, before
@@ -30,14 +30,17 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 
-use crate::action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
+use crate::action::{
+    Action, Body, Progress, Read, RequestId, Stats, Transmit, TransportFailure, Upload,
+};
 use crate::checksum::{self, Checksums, Hasher};
 use crate::chunk::{ChunkSize, GCS_GRANULE};
+use crate::engine::Engine;
 use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
 use crate::range::parse_decimal;
 use crate::range::{RangeForm, content_range, parse_range};
 use crate::response;
-use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
+use crate::retry::{self, Attempt, RetryPolicy, Retrying};
 use crate::secret::{SessionUri, check_absolute_http};
 
 const X_GOOG_RESUMABLE: HeaderName = HeaderName::from_static("x-goog-resumable");
@@ -250,19 +253,6 @@ pub struct GcsCompletion {
     pub body: Bytes,
 }
 
-/// Counters for reporting (the CLI's `--json`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests handed out.
-    pub requests: u64,
-    /// Retries scheduled after failures.
-    pub retries: u64,
-    /// Source bytes handed out in request bodies (re-sent bytes count again).
-    pub bytes_sent: u64,
-    /// Bytes the server already held when a resumed upload's first status query answered.
-    pub resumed_from: Option<u64>,
-}
-
 /// The request kinds of this protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
@@ -279,15 +269,23 @@ enum Kind {
     Cancel,
 }
 
-/// What comes next when no request is in flight and no wait is pending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Next {
+/// Where the upload stands: what comes next, with what only that step needs.
+#[derive(Clone, Debug)]
+enum Phase {
+    /// The start request is due (G1, G2).
     Start,
+    /// A resumed upload reads the source again from its start and compares it with the saved
+    /// checksum before it sends anything (G3).
+    CheckPrefix(HashedPrefix),
+    /// A status query is due (G6): first on a resumed session, and after every failure (G8).
     Query,
+    /// The next chunk is due, from the persisted offset (G4, G5).
     Upload,
+    /// The server said complete: the rest of the source is read, then the answer is checked
+    /// against it (G7).
+    Verify(Completing),
+    /// The session is to be deleted (G10).
     Cancel,
-    /// The server said complete; the rest of the source is read to check it (G7).
-    Verify,
 }
 
 /// A completion (200/201) held until the source has been read far enough to check it.
@@ -298,6 +296,24 @@ struct Completing {
     header_hash: checksum::GoogHash,
     /// `x-goog-stored-content-length`, when given (G7).
     stored_length: Option<u64>,
+}
+
+/// What an answer to a request means, read against the upload's state.
+enum Reply {
+    /// The start made a session (G1, G2).
+    Created(SessionUri),
+    /// The session holds this many bytes (308, or 200 + override, G5, G11).
+    Progress(u64),
+    /// The session says it is complete (G7).
+    Complete(Completing),
+    /// The session is gone (404/410, G9).
+    Gone(StatusCode),
+    /// A cancel was answered (G10).
+    Cancelled,
+    /// A retryable failure (G8).
+    Retry(RetryCause, Option<std::time::Duration>),
+    /// The upload ends with this error.
+    End(Error),
 }
 
 #[derive(Clone)]
@@ -315,6 +331,39 @@ enum Begin {
     Existing,
 }
 
+/// The session, once it exists: where it is and what the server holds of it.
+#[derive(Clone, Debug)]
+struct Session {
+    uri: SessionUri,
+    /// Bytes the server acknowledged holding (G5).
+    persisted: u64,
+    /// Upper bound on what the server can hold: the end of the furthest byte sent in this run;
+    /// `None` for a resumed session until its first answer (the source's size bounds it then).
+    sent: Option<u64>,
+    /// A resumed state's `sent`: not a bound (it may be behind the server), but when it is 0
+    /// no run ever sent a byte, which reads gcp-storage-emulator's `bytes=0-0` (G5).
+    saved_sent: Option<u64>,
+    /// Until the session's first answer: how far from the start the server's bytes are known
+    /// to be this source's (a resume's checked prefix; 0 for a bare session). `None` for a
+    /// session this upload started, whose every byte it sent.
+    vouched: Option<u64>,
+    /// The server held bytes, when first asked, beyond what this upload can vouch for: a
+    /// completion must then be proven by a checksum (G7).
+    foreign: bool,
+    /// Resumed (from a state or a bare URI), not started by this upload.
+    resumed: bool,
+}
+
+/// What the core knows of the source: its size once known, and the checksums of the prefix
+/// it has seen.
+#[derive(Clone)]
+struct Seen {
+    total: Option<u64>,
+    hasher: Hasher,
+    /// The checksums are continued from a saved state, not computed from the first byte.
+    continued: bool,
+}
+
 /// A GCS resumable upload: a pure state machine the driver polls. See the crate docs for the
 /// driving loop and [`Upload`] for the contract.
 pub struct GcsUpload {
@@ -324,50 +373,22 @@ pub struct GcsUpload {
     start_headers: HeaderMap,
     fingerprint: String,
     no_308: bool,
-    resumed: bool,
-    /// A saved prefix checksum still to be compared with the source (a resume reads the
-    /// source from its start first); also what `resume_state` reports until it is confirmed.
-    prefix_check: Option<HashedPrefix>,
-    /// Until the session's first answer: how far from the start the server's bytes are known
-    /// to be this source's (a resume's checked prefix; 0 for a bare session). `None` for a
-    /// session this upload started, whose every byte it sent.
-    vouched: Option<u64>,
-    /// The server held bytes, when first asked, beyond what this upload can vouch for: a
-    /// completion must then be proven by a checksum (G7).
-    foreign: bool,
-    /// The checksums are continued from a saved state, not computed from the first byte.
-    continued: bool,
-    /// A resumed state's `sent`: not a bound (it may be behind the server), but when it is 0
-    /// no run ever sent a byte, which reads gcp-storage-emulator's `bytes=0-0` (G5).
-    saved_sent: Option<u64>,
 
-    session: Option<SessionUri>,
-    total: Option<u64>,
-    persisted: u64,
-    /// Upper bound on what the server can hold; `None` when resuming a bare session URI.
-    sent: Option<u64>,
-    hasher: Hasher,
-
-    next: Next,
-    in_flight: Option<(RequestId, Kind)>,
-    wait_until: Option<Instant>,
-    cancel_requested: bool,
-    completing: Option<Completing>,
-    outcome: Option<Result<GcsCompletion, Error>>,
-    backoff: Backoff,
-    next_id: u64,
-    stats: Stats,
+    phase: Phase,
+    session: Option<Session>,
+    seen: Seen,
+    engine: Engine<Kind, GcsCompletion>,
 }
 
 impl fmt::Debug for GcsUpload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcsUpload")
-            .field("next", &self.next)
-            .field("total", &self.total)
-            .field("persisted", &self.persisted)
-            .field("sent", &self.sent)
-            .field("in_flight", &self.in_flight)
-            .field("outcome", &self.outcome)
+            .field("phase", &self.phase)
+            .field("total", &self.seen.total)
+            .field("persisted", &self.persisted())
+            .field("sent", &self.session.as_ref().and_then(|s| s.sent))
+            .field("in_flight", &self.engine.flights().len())
+            .field("outcome", &self.engine.outcome())
             .finish_non_exhaustive()
     }
 }
@@ -381,7 +402,6 @@ impl GcsUpload {
     /// (different fingerprint or total).
     pub fn new(start: Start, config: GcsConfig) -> Result<Self, UsageError> {
         let chunk = ChunkSize::new(config.chunk_size, GCS_GRANULE)?;
-        let recheck_prefix = config.recheck_prefix;
         let mut start_headers = config.start_headers;
         for value in start_headers.values_mut() {
             value.set_sensitive(true);
@@ -393,26 +413,14 @@ impl GcsUpload {
             start_headers,
             fingerprint: config.fingerprint,
             no_308: config.no_308,
-            resumed: false,
-            prefix_check: None,
-            vouched: None,
-            foreign: false,
-            continued: false,
-            saved_sent: None,
+            phase: Phase::Start,
             session: None,
-            total: config.total,
-            persisted: 0,
-            sent: Some(0),
-            hasher: Hasher::new(config.checksums),
-            next: Next::Start,
-            in_flight: None,
-            wait_until: None,
-            cancel_requested: false,
-            completing: None,
-            outcome: None,
-            backoff: Backoff::new(config.retry),
-            next_id: 0,
-            stats: Stats::default(),
+            seen: Seen {
+                total: config.total,
+                hasher: Hasher::new(config.checksums),
+                continued: false,
+            },
+            engine: Engine::new(config.retry),
         };
         match start {
             Start::Xml { url, content_type } => {
@@ -431,15 +439,20 @@ impl GcsUpload {
                     metadata,
                 };
             }
-            Start::Session(session) => {
-                upload.session = Some(session);
-                upload.sent = None;
-                upload.resumed = true;
+            Start::Session(uri) => {
                 // A history this upload did not see: nothing the server holds is vouched for.
-                upload.vouched = Some(0);
-                upload.next = Next::Query;
+                upload.session = Some(Session {
+                    uri,
+                    persisted: 0,
+                    sent: None,
+                    saved_sent: None,
+                    vouched: Some(0),
+                    foreign: false,
+                    resumed: true,
+                });
+                upload.phase = Phase::Query;
             }
-            Start::Resume(state) => upload.adopt(state, recheck_prefix)?,
+            Start::Resume(state) => upload.adopt(state, config.recheck_prefix)?,
         }
         Ok(upload)
     }
@@ -450,16 +463,17 @@ impl GcsUpload {
                 "the source's fingerprint differs",
             ));
         }
-        match (self.total, state.total) {
+        match (self.seen.total, state.total) {
             (Some(a), Some(b)) if a != b => {
                 return Err(UsageError::StateMismatch("the source's size differs"));
             }
-            (None, Some(t)) => self.total = Some(t),
+            (None, Some(t)) => self.seen.total = Some(t),
             _ => {}
         }
         let sent_bound = state.sent.unwrap_or(u64::MAX);
         if state.persisted > sent_bound
             || self
+                .seen
                 .total
                 .is_some_and(|t| state.sent.is_some_and(|s| s > t))
         {
@@ -467,277 +481,226 @@ impl GcsUpload {
         }
         let prefix = state
             .crc32c
-            .filter(|p| self.checksums.crc32c && self.total.is_none_or(|t| p.len <= t));
-        match prefix {
+            .filter(|p| self.checksums.crc32c && self.seen.total.is_none_or(|t| p.len <= t));
+        let claimed_sent = state.sent.unwrap_or(0).max(state.persisted);
+        let (phase, vouched) = match prefix {
             // The source is read again from its start and compared with the saved checksum
             // before anything is sent: a changed input is refused, not mixed in.
-            Some(prefix) if recheck_prefix || self.checksums.md5 => {
-                self.prefix_check = (prefix.len > 0).then_some(prefix);
-                self.vouched = Some(0);
+            Some(prefix) if (recheck_prefix || self.checksums.md5) && prefix.len > 0 => {
+                (Phase::CheckPrefix(prefix), 0)
             }
+            Some(prefix) if recheck_prefix || self.checksums.md5 => (Phase::Query, prefix.len),
             // The caller accepts the risk: the saved CRC32C is continued unread.
             Some(prefix) => {
-                self.hasher = Hasher::resume_crc32c(prefix.len, prefix.crc32c);
-                self.continued = true;
-                self.vouched = Some(state.sent.unwrap_or(0).max(state.persisted));
+                self.seen.hasher = Hasher::resume_crc32c(prefix.len, prefix.crc32c);
+                self.seen.continued = true;
+                (Phase::Query, claimed_sent)
             }
             // No checksum to compare (checksums are off): the caller's fingerprint is all a
             // resume can check, so what the state says was sent is taken as this source's.
-            None => self.vouched = Some(state.sent.unwrap_or(0).max(state.persisted)),
-        }
-        self.foreign = state.foreign;
-        self.session = Some(state.session);
-        self.persisted = state.persisted;
-        // G5 within a run; across runs the saved `sent` may be behind the server (a state saved
-        // before a power loss), so the source's size bounds what the server may claim.
-        self.saved_sent = state.sent;
-        self.sent = None;
-        self.resumed = true;
-        self.next = Next::Query;
+            None => (Phase::Query, claimed_sent),
+        };
+        self.phase = phase;
+        self.session = Some(Session {
+            uri: state.session,
+            persisted: state.persisted,
+            // G5 within a run; across runs the saved `sent` may be behind the server (a state
+            // saved before a power loss), so the source's size bounds what it may claim.
+            sent: None,
+            saved_sent: state.sent,
+            vouched: Some(vouched),
+            foreign: state.foreign,
+            resumed: true,
+        });
         Ok(())
+    }
+
+    /// This upload nested in another (a compliance job's): it hands out odd request ids, the
+    /// outer upload even ones, so outcomes are routed by parity.
+    pub(crate) fn nested(mut self) -> Self {
+        self.engine.use_ids(1, 2);
+        self
     }
 
     // ---- getters ----
 
     /// Bytes the server has acknowledged holding so far.
     pub fn persisted(&self) -> u64 {
-        self.persisted
+        self.session.as_ref().map_or(0, |s| s.persisted)
     }
 
     /// The source's size, once known.
     pub fn total(&self) -> Option<u64> {
-        self.total
-    }
-
-    /// Counters for reporting.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            retries: self.backoff.total_retries(),
-            ..self.stats
-        }
+        self.seen.total
     }
 
     /// The session URI, once the start request has succeeded (a secret: do not log it).
     pub fn session(&self) -> Option<&SessionUri> {
-        self.session.as_ref()
-    }
-
-    /// What to save to resume this upload in a later process; `None` before a session exists
-    /// or once the upload has succeeded (after an error, it is still there: resume it when
-    /// [`Error::is_resumable`] says so, discard it otherwise). Save it whenever it changes, before sending the next
-    /// request, so that `sent` is never behind what the server may hold.
-    pub fn resume_state(&self) -> Option<ResumeState> {
-        if matches!(self.outcome, Some(Ok(_))) {
-            return None;
-        }
-        let session = self.session.clone()?;
-        // Until the saved prefix is confirmed, it is still what the session holds: a source
-        // that failed the comparison must not overwrite it.
-        let crc32c = match self.prefix_check {
-            Some(prefix) => Some(prefix),
-            None => self.hasher.crc32c().map(|crc32c| HashedPrefix {
-                len: self.hasher.len(),
-                crc32c,
-            }),
-        };
-        Some(ResumeState {
-            session,
-            total: self.total,
-            persisted: self.persisted,
-            // Until a resumed session's first answer, what the saved state said.
-            sent: self.sent.or(self.saved_sent),
-            crc32c,
-            fingerprint: self.fingerprint.clone(),
-            foreign: self.foreign,
-        })
-    }
-
-    /// Asks for the session to be cancelled (G10): once no request is in flight, the next
-    /// action is `DELETE session`, and the outcome is [`Error::Cancelled`]. Before a session
-    /// exists, the upload ends at once. A completion that arrives first still wins.
-    pub fn cancel(&mut self) {
-        if self.outcome.is_none() && self.completing.is_none() {
-            self.cancel_requested = true;
-        }
+        self.session.as_ref().map(|s| &s.uri)
     }
 
     // ---- inputs ----
 
-    fn check_id(&self, id: RequestId) -> Result<Kind, UsageError> {
-        if self.outcome.is_some() {
-            return Err(UsageError::Finished);
-        }
-        match &self.in_flight {
-            Some((current, kind)) if *current == id => Ok(kind.clone()),
-            _ => Err(UsageError::UnknownRequest(id.0)),
-        }
-    }
-
-    fn finish(&mut self, outcome: Result<GcsCompletion, Error>) {
-        self.in_flight = None;
-        self.wait_until = None;
-        self.outcome = Some(outcome);
-    }
-
     /// What the request `kind` was, for retry reports and errors.
     fn attempt(&self, kind: &Kind) -> Attempt {
-        let range = match kind {
-            Kind::Chunk { range, .. } => Some(range.clone()),
-            _ => None,
-        };
         match (kind, &self.begin) {
             (Kind::Start, Begin::Xml { url, .. } | Begin::Json { url, .. }) => {
                 Attempt::new(url, None)
             }
-            _ => Attempt::new(&self.session_uri(), range),
-        }
-    }
-
-    /// Schedules a retry after a retryable failure of `kind`, or ends the upload when the
-    /// budget is spent. After a failure on the session the next request is a status query
-    /// (G8).
-    fn retry(
-        &mut self,
-        now: Instant,
-        kind: &Kind,
-        cause: RetryCause,
-        after: Option<std::time::Duration>,
-    ) {
-        let attempt = self.attempt(kind);
-        match self.backoff.failure(now, cause, after, attempt) {
-            Ok(until) => {
-                self.wait_until = Some(until);
-                if self.next == Next::Upload {
-                    self.next = Next::Query;
-                }
+            (Kind::Chunk { range, .. }, _) => {
+                Attempt::new(&self.session_uri(), Some(range.clone()))
             }
-            Err(e) => self.finish(Err(e)),
+            _ => Attempt::new(&self.session_uri(), None),
         }
     }
 
-    fn on_response(&mut self, now: Instant, kind: Kind, response: Response<Bytes>) {
-        let status = effective_status(&response);
-        let retryable = self.backoff.policy().retries_status(status);
+    /// What the answer to `kind` means (G1–G11).
+    fn classify(&self, kind: &Kind, response: &Response<Bytes>) -> Reply {
+        let status = effective_status(response);
+        let retryable = self.engine.policy().retries_status(status);
+        let retry = || {
+            Reply::Retry(
+                RetryCause::Status(status),
+                retry::retry_after(response.headers()),
+            )
+        };
+        let refused = || Reply::End(response::final_error(status, response.body()));
         match kind {
-            Kind::Start => {
-                if status == StatusCode::OK || status == StatusCode::CREATED {
-                    let base = match &self.begin {
-                        Begin::Xml { url, .. } | Begin::Json { url, .. } => url.clone(),
-                        Begin::Existing => {
-                            return self
-                                .finish(Err(ProtocolViolation::UnexpectedStatus(status).into()));
-                        }
-                    };
-                    match response::location(response.headers(), &base) {
-                        Ok(uri) => {
-                            // `location` only yields absolute http(s), which SessionUri accepts.
-                            match SessionUri::new(uri) {
-                                Ok(session) => {
-                                    self.session = Some(session);
-                                    self.next = Next::Upload;
-                                    self.backoff.progress();
-                                }
-                                Err(_) => {
-                                    self.finish(Err(ProtocolViolation::MissingLocation.into()))
-                                }
-                            }
-                        }
-                        Err(v) => self.finish(Err(v.into())),
+            Kind::Start if status == StatusCode::OK || status == StatusCode::CREATED => {
+                let base = match &self.begin {
+                    Begin::Xml { url, .. } | Begin::Json { url, .. } => url,
+                    Begin::Existing => {
+                        return Reply::End(ProtocolViolation::UnexpectedStatus(status).into());
                     }
-                } else if retryable {
-                    self.retry(
-                        now,
-                        &Kind::Start,
-                        RetryCause::Status(status),
-                        retry::retry_after(response.headers()),
-                    );
-                } else {
-                    self.finish(Err(response::final_error(status, response.body())));
+                };
+                // `location` only yields absolute http(s), which SessionUri accepts.
+                match response::location(response.headers(), base).and_then(|uri| {
+                    SessionUri::new(uri).map_err(|_| ProtocolViolation::MissingLocation)
+                }) {
+                    Ok(uri) => Reply::Created(uri),
+                    Err(v) => Reply::End(v.into()),
                 }
             }
-            Kind::Cancel => {
-                // 499 is GCS's answer (G10); a session already gone is cancelled all the same.
+            Kind::Start if retryable => retry(),
+            Kind::Start => refused(),
+            // 499 is GCS's answer (G10); a session already gone is cancelled all the same.
+            Kind::Cancel
                 if status.as_u16() == 499
                     || status == StatusCode::NOT_FOUND
                     || status == StatusCode::GONE
-                    || status.is_success()
-                {
-                    self.finish(Err(Error::Cancelled));
-                } else if retryable {
-                    self.retry(
-                        now,
-                        &Kind::Cancel,
-                        RetryCause::Status(status),
-                        retry::retry_after(response.headers()),
-                    );
-                } else {
-                    self.finish(Err(response::final_error(status, response.body())));
-                }
+                    || status.is_success() =>
+            {
+                Reply::Cancelled
             }
+            Kind::Cancel if retryable => retry(),
+            Kind::Cancel => refused(),
             Kind::Query | Kind::Chunk { .. } => {
-                self.on_session_response(now, kind, status, response)
+                if status.as_u16() == PERMANENT_REDIRECT {
+                    return match self.read_persisted(response.headers()) {
+                        Ok(claimed) => Reply::Progress(claimed),
+                        Err(v) => Reply::End(v.into()),
+                    };
+                }
+                if status == StatusCode::OK || status == StatusCode::CREATED {
+                    return match stored_length(response.headers()) {
+                        Ok(stored_length) => {
+                            let mut body = response.body().clone();
+                            body.truncate(response::MAX_PARSED_BODY);
+                            Reply::Complete(Completing {
+                                status,
+                                header_hash: checksum::parse_x_goog_hash(response.headers()),
+                                stored_length,
+                                body,
+                            })
+                        }
+                        Err(v) => Reply::End(v.into()),
+                    };
+                }
+                if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+                    return Reply::Gone(status);
+                }
+                if retryable { retry() } else { refused() }
             }
         }
     }
 
-    fn on_session_response(
-        &mut self,
-        now: Instant,
-        kind: Kind,
-        status: StatusCode,
-        response: Response<Bytes>,
-    ) {
-        if status.as_u16() == PERMANENT_REDIRECT {
-            let claimed = match self.read_persisted(response.headers()) {
-                Ok(c) => c,
-                Err(v) => return self.finish(Err(v.into())),
-            };
-            if self.resumed && self.stats.resumed_from.is_none() {
-                self.stats.resumed_from = Some(claimed);
+    /// Every transition of the protocol: what the answer (`reply`) to the request `kind`
+    /// changes, and what comes next.
+    fn transition(&mut self, now: Instant, kind: Kind, reply: Reply) {
+        match (kind, reply) {
+            (_, Reply::End(error)) => self.engine.finish(Err(error)),
+            (Kind::Start, Reply::Created(uri)) => {
+                self.session = Some(Session {
+                    uri,
+                    persisted: 0,
+                    sent: Some(0),
+                    saved_sent: None,
+                    vouched: None,
+                    foreign: false,
+                    resumed: false,
+                });
+                self.phase = Phase::Upload;
+                self.engine.progress();
             }
-            // The first answer of a resumed or bare session: bytes held beyond what this
-            // upload vouches for came from elsewhere, so completion needs a checksum (G7).
-            if let Some(vouched) = self.vouched.take() {
-                self.foreign |= claimed > vouched;
+            (Kind::Cancel, Reply::Cancelled) => self.engine.finish(Err(Error::Cancelled)),
+            (kind @ (Kind::Start | Kind::Cancel), Reply::Retry(cause, after)) => {
+                // The same request after the wait.
+                let attempt = self.attempt(&kind);
+                self.engine.retry(now, cause, after, attempt);
             }
-            let progressed = claimed > self.persisted;
-            self.persisted = claimed;
-            // A bare session (G3) learns its first bound here.
-            self.sent = Some(self.sent.map_or(claimed, |s| s.max(claimed)));
-            self.next = Next::Upload;
-            if progressed {
-                self.backoff.progress();
-            } else if matches!(kind, Kind::Chunk { .. }) {
-                // The server took a chunk and stored nothing new: retry, but count it so a
-                // server that never makes progress cannot keep us looping.
-                self.retry(
-                    now,
-                    &kind,
-                    RetryCause::NoProgress,
-                    retry::retry_after(response.headers()),
-                );
-                if self.outcome.is_none() {
-                    self.next = Next::Upload;
+            (kind @ (Kind::Query | Kind::Chunk { .. }), Reply::Progress(claimed)) => {
+                let Some(session) = self.session.as_mut() else {
+                    return self.stuck();
+                };
+                if session.resumed && self.engine.stats().resumed_from.is_none() {
+                    self.engine.stats_mut().resumed_from = Some(claimed);
+                }
+                // The first answer of a resumed or bare session: bytes held beyond what this
+                // upload vouches for came from elsewhere, so completion needs a checksum (G7).
+                if let Some(vouched) = session.vouched.take() {
+                    session.foreign |= claimed > vouched;
+                }
+                let progressed = claimed > session.persisted;
+                session.persisted = claimed;
+                // A bare session (G3) learns its first bound here.
+                session.sent = Some(session.sent.map_or(claimed, |s| s.max(claimed)));
+                self.phase = Phase::Upload;
+                if progressed {
+                    self.engine.progress();
+                } else if matches!(kind, Kind::Chunk { .. }) {
+                    // The server took a chunk and stored nothing new: retry it after a wait
+                    // (the 308 said where it stands: no status query), but count it so a server
+                    // that never makes progress cannot keep us looping.
+                    let attempt = self.attempt(&kind);
+                    self.engine
+                        .retry(now, RetryCause::NoProgress, None, attempt);
                 }
             }
-            return;
+            (kind @ (Kind::Query | Kind::Chunk { .. }), Reply::Complete(completing)) => {
+                self.on_complete(&kind, completing)
+            }
+            (Kind::Query | Kind::Chunk { .. }, Reply::Gone(status)) => {
+                self.engine.finish(Err(Error::SessionGone { status }))
+            }
+            (kind @ (Kind::Query | Kind::Chunk { .. }), Reply::Retry(cause, after)) => {
+                // After a failure on the session the next request is a status query (G8).
+                let attempt = self.attempt(&kind);
+                if self.engine.retry(now, cause, after, attempt) {
+                    self.phase = Phase::Query;
+                }
+            }
+            // A start answered like a session request, a session request like a start: no
+            // reply of `classify` for these kinds.
+            (_, Reply::Created(_) | Reply::Progress(_) | Reply::Complete(_))
+            | (_, Reply::Gone(_) | Reply::Cancelled) => self.stuck(),
         }
-        if status == StatusCode::OK || status == StatusCode::CREATED {
-            return self.on_complete(kind, status, response);
-        }
-        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            return self.finish(Err(Error::SessionGone { status }));
-        }
-        if self.backoff.policy().retries_status(status) {
-            self.next = Next::Upload;
-            return self.retry(
-                now,
-                &kind,
-                RetryCause::Status(status),
-                retry::retry_after(response.headers()),
-            );
-        }
-        self.finish(Err(response::final_error(status, response.body())))
+    }
+
+    /// A state `classify` cannot produce: end rather than go on from it.
+    fn stuck(&mut self) {
+        self.engine.finish(Err(Error::Internal(
+            "the GCS upload reached a state it has no transition for",
+        )));
     }
 
     /// Reads the persisted count from a 308 (G5): no `Range` means 0; the range must start at
@@ -755,20 +718,26 @@ impl GcsUpload {
                 end
             }
         };
+        let session = self.session.as_ref();
+        let sent = session.and_then(|s| s.sent);
+        let persisted = session.map_or(0, |s| s.persisted);
+        let total = self.seen.total;
         // gcp-storage-emulator answers `bytes=0-0` before any data: a byte that was never
         // sent cannot be stored, so that reading means nothing is (G5). GCS itself never
         // claims one byte of an unfinished upload (it persists 256 KiB units).
-        if claimed == 1 && self.sent.or(self.saved_sent).or(self.total) == Some(0) {
+        let saved_sent = session.and_then(|s| s.saved_sent);
+        if claimed == 1 && sent.or(saved_sent).or(total) == Some(0) {
             return Ok(0);
         }
-        let bound = self.sent.or(self.total);
-        let claimed = match bound {
-            Some(sent) if claimed > sent => {
-                return Err(ProtocolViolation::RangeBeyondSent { claimed, sent });
-            }
-            _ => claimed,
-        };
-        if let Some(total) = self.total
+        if let Some(bound) = sent.or(total)
+            && claimed > bound
+        {
+            return Err(ProtocolViolation::RangeBeyondSent {
+                claimed,
+                sent: bound,
+            });
+        }
+        if let Some(total) = total
             && claimed > total
         {
             return Err(ProtocolViolation::RangeBeyondSent {
@@ -776,9 +745,9 @@ impl GcsUpload {
                 sent: total,
             });
         }
-        if claimed < self.persisted {
+        if claimed < persisted {
             return Err(ProtocolViolation::PersistedWentBackwards {
-                before: self.persisted,
+                before: persisted,
                 now: claimed,
             });
         }
@@ -788,67 +757,58 @@ impl GcsUpload {
     /// A 200/201 on the session (G7): accepted only once the whole source was sent with its
     /// total declared. It is checked against the object resource and `x-goog-hash` once the
     /// core has seen the whole source (a resumed upload reads what it has not seen first).
-    fn on_complete(&mut self, kind: Kind, status: StatusCode, response: Response<Bytes>) {
-        let premature = match &kind {
+    fn on_complete(&mut self, kind: &Kind, completing: Completing) {
+        let sent = self.session.as_ref().and_then(|s| s.sent);
+        let total = self.seen.total;
+        let premature = match kind {
             Kind::Chunk {
                 range,
                 total: declared,
             } => declared.is_none_or(|t| range.end != t),
-            // A bare session (G3) has no history: its size is learned by reading the source.
-            _ => match (self.sent, self.total) {
+            // A bare or resumed session (G3) has no bound: its size is learned by reading.
+            _ => match (sent, total) {
                 (None, _) => false,
                 (Some(sent), Some(total)) => sent != total,
                 (Some(_), None) => true,
             },
         };
         if premature {
-            let sent = self.sent.unwrap_or(0);
-            let total = self.total.unwrap_or(0);
-            return self.finish(Err(
-                ProtocolViolation::PrematureCompletion { sent, total }.into()
-            ));
+            return self
+                .engine
+                .finish(Err(ProtocolViolation::PrematureCompletion {
+                    sent: sent.unwrap_or(0),
+                    total: total.unwrap_or(0),
+                }
+                .into()));
         }
-        let stored_length = match stored_length(response.headers()) {
-            Ok(length) => length,
-            Err(v) => return self.finish(Err(v.into())),
-        };
-        let mut body = response.body().clone();
-        body.truncate(response::MAX_PARSED_BODY);
-        self.completing = Some(Completing {
-            status,
-            header_hash: checksum::parse_x_goog_hash(response.headers()),
-            stored_length,
-            body,
-        });
-        self.next = Next::Verify;
-        self.wait_until = None;
-        self.cancel_requested = false;
+        self.phase = Phase::Verify(completing);
+        self.engine.clear_wait();
+        self.engine.withdraw_cancel();
     }
 
     /// Checks a held completion against the source, once nothing is left to read.
-    fn finish_completion(&mut self) {
-        let Some(done) = self.completing.take() else {
-            return;
-        };
-        let Some(total) = self.total else {
-            let sent = self.sent.unwrap_or(0);
-            return self.finish(Err(ProtocolViolation::PrematureCompletion {
-                sent,
-                total: 0,
-            }
-            .into()));
+    fn finish_completion(&mut self, done: Completing) {
+        let Some(total) = self.seen.total else {
+            let sent = self.session.as_ref().and_then(|s| s.sent).unwrap_or(0);
+            return self
+                .engine
+                .finish(Err(ProtocolViolation::PrematureCompletion {
+                    sent,
+                    total: 0,
+                }
+                .into()));
         };
         let object = match response::json(&done.body).map(|v| parse_object(&v)) {
-            Some(Err(v)) => return self.finish(Err(v.into())),
+            Some(Err(v)) => return self.engine.finish(Err(v.into())),
             Some(Ok(object)) => Some(object),
             None => None,
         };
-        let header_hash = done.header_hash;
-        let covered = self.hasher.len() == total;
-        let crc32c = self.hasher.crc32c().filter(|_| covered);
-        let md5 = self.hasher.md5().filter(|_| covered);
+        let hasher = &self.seen.hasher;
+        let covered = hasher.len() == total;
+        let crc32c = hasher.crc32c().filter(|_| covered);
+        let md5 = hasher.md5().filter(|_| covered);
         let mut verified = Verification {
-            whole_source: !self.continued,
+            whole_source: !self.seen.continued,
             ..Verification::default()
         };
         let stored_sizes = object
@@ -858,7 +818,7 @@ impl GcsUpload {
             .chain(done.stored_length);
         for stored in stored_sizes {
             if stored != total {
-                return self.finish(Err(IntegrityError::Size {
+                return self.engine.finish(Err(IntegrityError::Size {
                     stored,
                     sent: total,
                 }
@@ -870,11 +830,13 @@ impl GcsUpload {
             .as_ref()
             .and_then(|o| o.crc32c)
             .into_iter()
-            .chain(header_hash.crc32c);
+            .chain(done.header_hash.crc32c);
         for server in server_crc {
             if let Some(computed) = crc32c {
                 if server != computed {
-                    return self.finish(Err(IntegrityError::Crc32c { server, computed }.into()));
+                    return self
+                        .engine
+                        .finish(Err(IntegrityError::Crc32c { server, computed }.into()));
                 }
                 verified.crc32c = true;
             }
@@ -883,27 +845,32 @@ impl GcsUpload {
             .as_ref()
             .and_then(|o| o.md5)
             .into_iter()
-            .chain(header_hash.md5);
+            .chain(done.header_hash.md5);
         for server in server_md5 {
             if let Some(computed) = md5 {
                 if server != computed {
-                    return self.finish(Err(IntegrityError::Md5.into()));
+                    return self.engine.finish(Err(IntegrityError::Md5.into()));
                 }
                 verified.md5 = true;
             }
         }
+        let Some(session) = self.session.as_mut() else {
+            return self.stuck();
+        };
         // The first answer of a resumed or bare session says the object is complete: it holds
         // the whole source, of which this upload vouches for only a prefix (G3, G7).
-        if let Some(vouched) = self.vouched.take() {
-            self.foreign |= total > vouched;
+        if let Some(vouched) = session.vouched.take() {
+            session.foreign |= total > vouched;
         }
         // A server holding bytes this upload did not send must prove it holds the source
         // exactly: a size alone does not (G7).
-        if self.foreign && !(verified.crc32c || verified.md5) {
-            return self.finish(Err(IntegrityError::Unproven { size: total }.into()));
+        if session.foreign && !(verified.crc32c || verified.md5) {
+            return self
+                .engine
+                .finish(Err(IntegrityError::Unproven { size: total }.into()));
         }
-        self.persisted = total;
-        self.finish(Ok(GcsCompletion {
+        session.persisted = total;
+        self.engine.finish(Ok(GcsCompletion {
             status: done.status,
             size: total,
             object,
@@ -919,31 +886,35 @@ impl GcsUpload {
     /// The part of a saved prefix still to be read and compared, if any (it comes before any
     /// request of a resumed upload).
     fn prefix_read(&self) -> Option<Range<u64>> {
-        let prefix = self.prefix_check?;
-        let seen = self.hasher.len();
+        let Phase::CheckPrefix(prefix) = &self.phase else {
+            return None;
+        };
+        let seen = self.seen.hasher.len();
         (seen < prefix.len).then(|| seen..prefix.len.min(seen.saturating_add(self.chunk.get())))
     }
 
-    /// The source bytes the core must see before the next chunk, if any.
+    /// The source bytes the core must see before the next step, if any.
     fn pending_read(&self) -> Option<Range<u64>> {
         if let Some(range) = self.prefix_read() {
             return Some(range);
         }
-        let seen = self.hasher.len();
-        let want = match (self.next, self.total) {
+        let seen = self.seen.hasher.len();
+        let total = self.seen.total;
+        let persisted = self.persisted();
+        let want = match (&self.phase, total) {
             // Before a chunk of a source of unknown size: its bytes and one more, to find
             // whether it is the last (a stream that ends on the chunk's end is then sent as
             // `A-B/T`, with no empty request after it, G4) and to checksum them.
-            (Next::Upload, None) => {
-                let end = self.chunk.chunk_at(self.persisted, None).end;
+            (Phase::Upload, None) => {
+                let end = self.chunk.chunk_at(persisted, None).end;
                 end.saturating_add(1)
             }
             // Before the final chunk: all of it, as `x-goog-hash` goes in its headers (G7).
             // Before any other chunk, only what precedes it: its own bytes are checksummed
             // as they are sent (`Upload::handle_sent`), and a driver that does not report
             // them is asked for them here, before the next chunk.
-            (Next::Upload, Some(total)) if self.checksums.any() => {
-                let chunk = self.chunk.chunk_at(self.persisted, Some(total));
+            (Phase::Upload, Some(total)) if self.checksums.any() => {
+                let chunk = self.chunk.chunk_at(persisted, Some(total));
                 if chunk.end == total {
                     total
                 } else {
@@ -951,11 +922,11 @@ impl GcsUpload {
                 }
             }
             // Before accepting a completion: the rest of the source, to check it (G7).
-            (Next::Verify, Some(total)) if self.checksums.any() => total,
-            (Next::Verify, None) => seen.saturating_add(self.chunk.get()),
+            (Phase::Verify(_), Some(total)) if self.checksums.any() => total,
+            (Phase::Verify(_), None) => seen.saturating_add(self.chunk.get()),
             _ => return None,
         };
-        if seen >= want || self.total.is_some_and(|t| seen >= t) {
+        if seen >= want || total.is_some_and(|t| seen >= t) {
             return None;
         }
         Some(seen..want.min(seen.saturating_add(self.chunk.get())))
@@ -964,14 +935,14 @@ impl GcsUpload {
     fn plan_chunk(&self) -> Kind {
         // The total is declared whenever it is known, `*` until then (G4); the range is empty
         // (`bytes */T`) when everything is stored but completion was not yet confirmed.
-        let range = self.chunk.chunk_at(self.persisted, self.total);
+        let range = self.chunk.chunk_at(self.persisted(), self.seen.total);
         Kind::Chunk {
             range,
-            total: self.total,
+            total: self.seen.total,
         }
     }
 
-    fn build(&self, id: RequestId, kind: &Kind) -> Send {
+    fn build(&self, id: RequestId, kind: &Kind) -> Transmit {
         let mut headers = HeaderMap::new();
         let mut report_sent = false;
         let (method, uri, body) = match kind {
@@ -990,7 +961,7 @@ impl GcsUpload {
                 } => {
                     // G2.
                     headers.insert(X_UPLOAD_CONTENT_TYPE, content_type.clone());
-                    if let Some(t) = self.total {
+                    if let Some(t) = self.seen.total {
                         headers.insert(X_UPLOAD_CONTENT_LENGTH, crate::range::decimal(t));
                     }
                     let body = match metadata {
@@ -1010,7 +981,10 @@ impl GcsUpload {
             },
             Kind::Query => {
                 // G6.
-                headers.insert(http::header::CONTENT_RANGE, content_range(0..0, self.total));
+                headers.insert(
+                    http::header::CONTENT_RANGE,
+                    content_range(0..0, self.seen.total),
+                );
                 headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
                 (Method::PUT, self.session_uri(), Body::empty())
             }
@@ -1025,14 +999,15 @@ impl GcsUpload {
                     crate::range::decimal(range.end - range.start),
                 );
                 // The final request carries the whole source's checksums for the server (G7).
+                let hasher = &self.seen.hasher;
                 let is_final = *total == Some(range.end);
                 if is_final
-                    && self.hasher.len() == range.end
-                    && let Some(v) = checksum::x_goog_hash(self.hasher.crc32c(), self.hasher.md5())
+                    && hasher.len() == range.end
+                    && let Some(v) = checksum::x_goog_hash(hasher.crc32c(), hasher.md5())
                 {
                     headers.insert(X_GOOG_HASH, v);
                 }
-                report_sent = self.checksums.any() && self.hasher.len() < range.end;
+                report_sent = self.checksums.any() && hasher.len() < range.end;
                 (Method::PUT, self.session_uri(), Body::source(range.clone()))
             }
             Kind::Cancel => {
@@ -1047,107 +1022,155 @@ impl GcsUpload {
         } else if self.no_308 && *kind != Kind::Cancel {
             headers.insert(X_GUPLOADER_NO_308, HeaderValue::from_static("yes"));
         }
-        let mut send = Send::new(id, method, uri, headers, body);
-        send.report_sent = report_sent;
-        send
+        let mut transmit = Transmit::new(id, method, uri, headers, body);
+        transmit.report_sent = report_sent;
+        transmit
     }
 
     fn session_uri(&self) -> Uri {
         self.session
             .as_ref()
-            .map(|s| s.expose().clone())
+            .map(|s| s.uri.expose().clone())
             .unwrap_or_default()
+    }
+
+    /// Hands out the request `kind` (counting what it sends toward `sent`, G5).
+    fn send(&mut self, now: Instant, kind: Kind) -> Action<GcsCompletion> {
+        let source_len = match &kind {
+            Kind::Chunk { range, .. } => {
+                if let Some(session) = self.session.as_mut() {
+                    session.sent = session.sent.map(|s| s.max(range.end));
+                }
+                range.end - range.start
+            }
+            _ => 0,
+        };
+        let id = self.engine.hand_out(now, kind.clone(), source_len);
+        Action::Send(self.build(id, &kind))
     }
 }
 
 impl Upload for GcsUpload {
     type Output = GcsCompletion;
+    type State = ResumeState;
 
-    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
-    fn last_retry(&self) -> Option<&Retrying> {
-        self.backoff.last_retry()
+    fn poll_action(&mut self, now: Instant) -> Action<GcsCompletion> {
+        if let Some(action) = self.engine.poll_head(now) {
+            return action;
+        }
+        // One request at a time on a session (its chunks follow from each answer).
+        if !self.engine.flights().is_empty() {
+            return Action::Idle;
+        }
+        if self.engine.cancel_requested() && !matches!(self.phase, Phase::Verify(_) | Phase::Cancel)
+        {
+            if self.session.is_none() {
+                self.engine.finish(Err(Error::Cancelled));
+                return self.poll_action(now);
+            }
+            self.phase = Phase::Cancel;
+        }
+        if let Some(range) = self.pending_read() {
+            return Action::Read(Read { range });
+        }
+        match &self.phase {
+            Phase::Start => self.send(now, Kind::Start),
+            // The prefix is all read (`pending_read` asks for it until then): `handle_read`
+            // has compared it and moved on, or ended the upload.
+            Phase::CheckPrefix(_) => self.engine.idle(),
+            Phase::Query => self.send(now, Kind::Query),
+            Phase::Upload => {
+                let kind = self.plan_chunk();
+                self.send(now, kind)
+            }
+            Phase::Verify(_) => {
+                let Phase::Verify(done) = std::mem::replace(&mut self.phase, Phase::Upload) else {
+                    return self.engine.idle();
+                };
+                self.finish_completion(done);
+                self.poll_action(now)
+            }
+            Phase::Cancel => self.send(now, Kind::Cancel),
+        }
     }
 
     fn persisted(&self) -> u64 {
-        self.persisted
+        GcsUpload::persisted(self)
     }
 
     /// Below `persisted` while the core still reads bytes the server holds: a resume's check
     /// of the uploaded prefix, or checksums over a prefix this run did not send.
     fn retained_from(&self) -> u64 {
-        let reads_below = self.prefix_check.is_some()
+        let reads_below = matches!(self.phase, Phase::CheckPrefix(_) | Phase::Verify(_))
             || self.checksums.any()
-            || self.total.is_none()
-            || self.next == Next::Verify;
-        if reads_below && self.outcome.is_none() {
-            self.persisted.min(self.hasher.len())
+            || self.seen.total.is_none();
+        if reads_below && !self.engine.is_done() {
+            self.persisted().min(self.seen.hasher.len())
         } else {
-            self.persisted
+            self.persisted()
         }
     }
 
-    fn poll_action(&mut self, now: Instant) -> Action<GcsCompletion> {
-        self.backoff.observe_start(now);
-        if let Some(outcome) = &self.outcome {
-            return Action::Done(outcome.clone());
+    /// What to save to resume this upload in a later process; `None` before a session exists
+    /// or once the upload has succeeded.
+    fn resume_state(&self) -> Option<ResumeState> {
+        if matches!(self.engine.outcome(), Some(Ok(_))) {
+            return None;
         }
-        if let Some((id, kind)) = &self.in_flight {
-            return Action::Send(self.build(*id, kind));
-        }
-        if self.cancel_requested && self.next != Next::Cancel {
-            if self.session.is_none() {
-                self.finish(Err(Error::Cancelled));
-                return self.poll_action(now);
-            }
-            self.next = Next::Cancel;
-            self.wait_until = None;
-        }
-        if let Some(until) = self.wait_until {
-            if now < until {
-                return Action::Wait(until);
-            }
-            self.wait_until = None;
-        }
-        if self.next != Next::Cancel
-            && let Some(range) = self.prefix_read()
-        {
-            return Action::Read(Read { range });
-        }
-        let kind = match self.next {
-            Next::Start => Kind::Start,
-            Next::Query => Kind::Query,
-            Next::Cancel => Kind::Cancel,
-            Next::Upload => {
-                if let Some(range) = self.pending_read() {
-                    return Action::Read(Read { range });
-                }
-                self.plan_chunk()
-            }
-            Next::Verify => {
-                if let Some(range) = self.pending_read() {
-                    return Action::Read(Read { range });
-                }
-                self.finish_completion();
-                return self.poll_action(now);
-            }
+        let session = self.session.as_ref()?;
+        // Until the saved prefix is confirmed, it is still what the session holds: a source
+        // that failed the comparison must not overwrite it.
+        let crc32c = match &self.phase {
+            Phase::CheckPrefix(prefix) => Some(*prefix),
+            _ => self.seen.hasher.crc32c().map(|crc32c| HashedPrefix {
+                len: self.seen.hasher.len(),
+                crc32c,
+            }),
         };
-        if let Kind::Chunk { range, .. } = &kind {
-            self.sent = self.sent.map(|s| s.max(range.end));
-            self.stats.bytes_sent += range.end - range.start;
+        Some(ResumeState {
+            session: session.uri.clone(),
+            total: self.seen.total,
+            persisted: session.persisted,
+            // Until a resumed session's first answer, what the saved state said.
+            sent: session.sent.or(session.saved_sent),
+            crc32c,
+            fingerprint: self.fingerprint.clone(),
+            foreign: session.foreign,
+        })
+    }
+
+    /// Asks for the session to be cancelled (G10): once no request is in flight, the next
+    /// request is `DELETE session`, and the outcome is [`Error::Cancelled`]. Before a session
+    /// exists, the upload ends at once. A completion that arrives first still wins.
+    fn cancel(&mut self) {
+        if !matches!(self.phase, Phase::Verify(_)) {
+            self.engine.request_cancel();
+            self.engine.clear_wait();
         }
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.stats.requests += 1;
-        let send = self.build(id, &kind);
-        self.in_flight = Some((id, kind));
-        Action::Send(send)
+    }
+
+    fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            acknowledged: self.persisted(),
+            in_flight: self.engine.in_flight_bytes(),
+            total: self.seen.total,
+        }
+    }
+
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.engine.last_retry()
     }
 
     fn handle_read(&mut self, _now: Instant, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
-        let expected = if self.in_flight.is_some() || self.wait_until.is_some() {
+        let expected = if !self.engine.flights().is_empty() || self.engine.wait_until().is_some() {
             None
         } else {
             self.pending_read()
@@ -1169,57 +1192,59 @@ impl Upload for GcsUpload {
         if given > asked {
             return Err(UsageError::ReadTooLong { asked, given });
         }
-        self.hasher.update(bytes);
-        if let Some(prefix) = self.prefix_check {
-            let seen = self.hasher.len();
+        self.seen.hasher.update(bytes);
+        if let Phase::CheckPrefix(prefix) = self.phase {
+            let seen = self.seen.hasher.len();
             if given == 0 {
                 // Shorter than what the interrupted run had already read.
-                self.finish(Err(UsageError::SourceChanged { checked: seen }.into()));
+                self.engine
+                    .finish(Err(UsageError::SourceChanged { checked: seen }.into()));
             } else if seen == prefix.len {
-                if self.hasher.crc32c() == Some(prefix.crc32c) {
-                    self.prefix_check = None;
-                    self.vouched = Some(prefix.len);
+                if self.seen.hasher.crc32c() == Some(prefix.crc32c) {
+                    if let Some(session) = self.session.as_mut() {
+                        session.vouched = Some(prefix.len);
+                    }
+                    self.phase = Phase::Query;
                 } else {
-                    self.finish(Err(UsageError::SourceChanged { checked: seen }.into()));
+                    self.engine
+                        .finish(Err(UsageError::SourceChanged { checked: seen }.into()));
                 }
             }
             return Ok(());
         }
         if given == 0 {
             let ended_at = offset;
-            match self.total {
+            let persisted = self.persisted();
+            match self.seen.total {
                 // The source shrank: sending it would silently alter the upload.
                 Some(declared) => {
-                    self.finish(Err(UsageError::SourceTooShort { ended_at, declared }.into()))
+                    self.engine
+                        .finish(Err(UsageError::SourceTooShort { ended_at, declared }.into()))
                 }
                 // A bare session (G3) took the server's claim unchecked; a source that ends
                 // below it shows the claim was beyond anything sent (G5).
-                None if self.persisted > ended_at => {
-                    self.finish(Err(ProtocolViolation::RangeBeyondSent {
-                        claimed: self.persisted,
+                None if persisted > ended_at => {
+                    self.engine.finish(Err(ProtocolViolation::RangeBeyondSent {
+                        claimed: persisted,
                         sent: ended_at,
                     }
                     .into()))
                 }
-                None => self.total = Some(ended_at),
+                None => self.seen.total = Some(ended_at),
             }
         }
         Ok(())
     }
 
     fn handle_sent(&mut self, id: RequestId, offset: u64, bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
-            return Err(UsageError::Finished);
-        }
-        let range = match &self.in_flight {
-            Some((in_flight, Kind::Chunk { range, .. })) if *in_flight == id => range,
-            Some((in_flight, _)) if *in_flight == id => {
+        let range = match &self.engine.flight(id)?.kind {
+            Kind::Chunk { range, .. } => range.clone(),
+            _ => {
                 return Err(UsageError::UnexpectedRead {
                     offset,
                     expected: "the request sends no source bytes",
                 });
             }
-            _ => return Err(UsageError::UnknownRequest(id.get())),
         };
         let end = offset.checked_add(bytes.len() as u64);
         if offset < range.start || end.is_none_or(|end| end > range.end) {
@@ -1228,7 +1253,7 @@ impl Upload for GcsUpload {
                 expected: "the bytes lie outside the request's source range",
             });
         }
-        let seen = self.hasher.len();
+        let seen = self.seen.hasher.len();
         if offset > seen {
             return Err(UsageError::UnexpectedRead {
                 offset,
@@ -1238,7 +1263,7 @@ impl Upload for GcsUpload {
         // Bytes seen before (by a read, or an earlier attempt at this range) are skipped.
         let skip = usize::try_from(seen - offset).unwrap_or(usize::MAX);
         if let Some(fresh) = bytes.get(skip..) {
-            self.hasher.update(fresh);
+            self.seen.hasher.update(fresh);
         }
         Ok(())
     }
@@ -1249,9 +1274,9 @@ impl Upload for GcsUpload {
         id: RequestId,
         response: Response<Bytes>,
     ) -> Result<(), UsageError> {
-        let kind = self.check_id(id)?;
-        self.in_flight = None;
-        self.on_response(now, kind, response);
+        let flight = self.engine.take(id)?;
+        let reply = self.classify(&flight.kind, &response);
+        self.transition(now, flight.kind, reply);
         Ok(())
     }
 
@@ -1261,17 +1286,14 @@ impl Upload for GcsUpload {
         id: RequestId,
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
-        let kind = self.check_id(id)?;
-        self.in_flight = None;
-        if !self.backoff.policy().retry_transport {
-            let endpoint = self.attempt(&kind).endpoint;
-            self.finish(Err(Error::Transport { failure, endpoint }));
-            return Ok(());
-        }
-        if matches!(kind, Kind::Chunk { .. } | Kind::Query) {
-            self.next = Next::Upload; // becomes a status query in `retry` (G8)
-        }
-        self.retry(now, &kind, RetryCause::Transport(failure), None);
+        let flight = self.engine.take(id)?;
+        let reply = if self.engine.policy().retry_transport {
+            Reply::Retry(RetryCause::Transport(failure), None)
+        } else {
+            let endpoint = self.attempt(&flight.kind).endpoint;
+            Reply::End(Error::Transport { failure, endpoint })
+        };
+        self.transition(now, flight.kind, reply);
         Ok(())
     }
 }

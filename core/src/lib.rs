@@ -26,7 +26,7 @@
 //!
 //! Poll for an [`Action`], do what it says, hand back the result, repeat until
 //! [`Action::Done`]; while a body is sent, hand its source bytes to [`Upload::handle_sent`]
-//! when the [`Send`] asks for them. Here the "network" is a tiny in-memory server, so the
+//! when the [`Transmit`] asks for them. Here the "network" is a tiny in-memory server, so the
 //! example runs:
 //!
 //! ```
@@ -90,6 +90,8 @@
 //!             }
 //!         }
 //!         Action::Wait(until) => now = until, // a real driver sleeps until `until`
+//!         // Only a driver with several requests in flight sees this (see below).
+//!         Action::Idle => unreachable!("every request is answered before the next poll"),
 //!         Action::Done(outcome) => break outcome,
 //!     }
 //! };
@@ -97,6 +99,60 @@
 //! assert_eq!(completion.size, source.len() as u64);
 //! assert_eq!(server, source);
 //! # let _ = Duration::ZERO;
+//! ```
+//!
+//! # Several requests in flight
+//!
+//! Each request is handed out once. An upload that allows several at a time
+//! ([`Upload::max_in_flight`]: media APPENDs with [`media::MediaConfig::max_in_flight`])
+//! hands out the next one on the next poll; when nothing more may go out it answers
+//! [`Action::Idle`], and outcomes may be handed in in any order. The loop of a concurrent
+//! driver: poll and send until `Idle` (or `Wait`), then hand in whichever outcome arrives
+//! first, and poll again. Here three APPENDs go out before any answer, and the answers come
+//! back last first:
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use resumable_core::media::{ApiVersion, MediaConfig, MediaUpload};
+//! use resumable_core::{Action, Transmit, Upload};
+//!
+//! let file = vec![1u8; 12];
+//! let mut config = MediaConfig::new(ApiVersion::v2(), file.len() as u64, "video/mp4");
+//! config.segment_size = 4;
+//! config.max_in_flight = 3;
+//! let mut upload = MediaUpload::new(config).unwrap();
+//! assert_eq!(upload.max_in_flight(), 3);
+//!
+//! let answer = |send: &Transmit| {
+//!     let body = match send.request.uri().path() {
+//!         p if p.ends_with("/initialize") => r#"{"data":{"id":"1880028106020515840"}}"#,
+//!         p if p.ends_with("/finalize") => r#"{"data":{"id":"1880028106020515840"}}"#,
+//!         _ => "", // APPEND: any 2xx
+//!     };
+//!     http::Response::builder().status(200).body(Bytes::from(body)).unwrap()
+//! };
+//! let now = Instant::now();
+//! let mut in_flight: Vec<Transmit> = Vec::new();
+//! let mut most_at_once = 0;
+//! let outcome = loop {
+//!     match upload.poll_action(now) {
+//!         // Send it (here: just keep it), then poll for the next.
+//!         Action::Send(send) => {
+//!             in_flight.push(send);
+//!             most_at_once = most_at_once.max(in_flight.len());
+//!         }
+//!         // Nothing more may go out: an answer must come first; here the newest's.
+//!         Action::Idle | Action::Wait(_) => {
+//!             let send = in_flight.pop().expect("Idle means requests are in flight");
+//!             upload.handle_response(now, send.id, answer(&send)).unwrap();
+//!         }
+//!         Action::Read(_) => unreachable!("media never reads"),
+//!         Action::Done(outcome) => break outcome,
+//!     }
+//! };
+//! assert_eq!(outcome.unwrap().media_id, "1880028106020515840");
+//! assert_eq!(most_at_once, 3);
 //! ```
 //!
 //! # Panics
@@ -117,6 +173,8 @@ pub mod action;
 pub mod checksum;
 pub mod chunk;
 pub mod compliance;
+pub mod driver;
+mod engine;
 pub mod error;
 pub mod gcs;
 pub mod ietf;
@@ -127,10 +185,14 @@ pub mod response;
 pub mod retry;
 pub mod secret;
 pub mod sfv;
+mod state;
 pub mod ton;
 pub mod tus;
 
-pub use action::{Action, Body, Read, RequestId, Send, TransportFailure, Upload};
+pub use action::{
+    Action, Body, Progress, Read, RequestId, Stats, Transmit, TransportFailure, Upload,
+};
 pub use error::{Endpoint, Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
 pub use retry::{RetryPolicy, Retrying};
 pub use secret::SessionUri;
+pub use state::SavedState;

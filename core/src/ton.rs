@@ -141,12 +141,13 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, DATE, EXPIRES, RANGE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 
-use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
+use crate::action::{Action, Body, Progress, RequestId, Stats, Transmit, TransportFailure, Upload};
 use crate::chunk::{ChunkSize, round_down_to_granule, size_for_rate};
+use crate::engine::{Engine, Flight};
 use crate::error::{Error, ProtocolViolation, RetryCause, UsageError};
 use crate::range::{RangeForm, content_range, parse_decimal, parse_range};
 use crate::response;
-use crate::retry::{self, Attempt, Backoff, RetryPolicy, Retrying};
+use crate::retry::{self, Attempt, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, RedactedUri, SessionUri, check_absolute_http};
 
 const X_TON_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-ton-content-type");
@@ -369,19 +370,6 @@ impl fmt::Debug for TonCompletion {
     }
 }
 
-/// Counters for reporting (the CLI's `--json`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests handed out.
-    pub requests: u64,
-    /// Retries scheduled after failures.
-    pub retries: u64,
-    /// Source bytes handed out in request bodies (re-sent bytes count again).
-    pub bytes_sent: u64,
-    /// The acknowledged offset a resumed upload started from.
-    pub resumed_from: Option<u64>,
-}
-
 /// The request kinds of this protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
@@ -393,28 +381,47 @@ enum Kind {
     Chunk(Range<u64>),
 }
 
-/// The request in flight, and when it was handed out (to measure the rate, T4).
+/// Where the upload stands, with what only that step needs.
 #[derive(Clone, Debug)]
-struct InFlight {
-    id: RequestId,
-    kind: Kind,
-    handed_out: Instant,
+enum Phase {
+    /// T1: the whole source in one `POST` to the bucket URL.
+    Single(Uri),
+    /// T2: the start, to the bucket URL with `resumable=true`.
+    Start(Uri),
+    /// T4: chunks to the upload's location, within the server's limits (T3).
+    Chunks(Located),
 }
 
-#[derive(Clone)]
-enum Begin {
-    /// The bucket URL, for T1.
-    Single(Uri),
-    /// The bucket URL with `resumable=true`, for T2.
-    Resumable(Uri),
-    /// The upload exists (resumed from a saved state).
-    Existing,
+/// What the start response established (T3), for the chunks.
+#[derive(Clone, Debug)]
+struct Located {
+    location: SessionUri,
+    limits: ChunkLimits,
+    /// The size of the next full chunk (T4, adapted to the rate).
+    chunk: ChunkSize,
+    /// The expiry on the driver's clock, measured from the start response's `Date`.
+    expires_at: Option<Instant>,
+}
+
+/// What an answer to a request means.
+enum Reply {
+    /// `201`/`200` to the start (T3).
+    Started(Response<Bytes>),
+    /// `308` to a chunk: the server holds this many bytes (T5).
+    Progress(u64),
+    /// `201`/`200` that completes the upload (T1, T6), with the object's location.
+    Complete(StatusCode, Uri),
+    /// `404`/`410` to a chunk: gone, or expired (T6).
+    Gone(Error),
+    /// A retryable failure (T6).
+    Retry(RetryCause, Option<Duration>),
+    /// The upload ends with this error.
+    End(Error),
 }
 
 /// A TON upload: a pure state machine the driver polls. See the crate docs for the driving
 /// loop, [`Upload`] for the contract, and the module docs for the protocol decisions.
 pub struct TonUpload {
-    begin: Begin,
     content_type: HeaderValue,
     total: u64,
     expires_header: Option<HeaderValue>,
@@ -423,25 +430,15 @@ pub struct TonUpload {
     start_headers: HeaderMap,
     fingerprint: String,
 
-    location: Option<SessionUri>,
-    limits: Option<ChunkLimits>,
-    chunk: Option<ChunkSize>,
+    phase: Phase,
+    /// The upload's expiry as text (T3), or the caller's `X-TON-Expires`.
     expires: Option<String>,
-    /// The expiry on the driver's clock, measured from the start response's `Date`.
-    expires_at: Option<Instant>,
     persisted: u64,
     /// Upper bound on what the server can hold (T5). A resumed upload takes it from the saved
     /// state: TON has no status query and no checksum, so a claim beyond it cannot be checked
     /// and is refused; a driver must save the state durably before every request.
     sent: u64,
-
-    in_flight: Option<InFlight>,
-    wait_until: Option<Instant>,
-    cancel_requested: bool,
-    outcome: Option<Result<TonCompletion, Error>>,
-    backoff: Backoff,
-    next_id: u64,
-    stats: Stats,
+    engine: Engine<Kind, TonCompletion>,
 }
 
 impl fmt::Debug for TonUpload {
@@ -450,12 +447,12 @@ impl fmt::Debug for TonUpload {
             .field("total", &self.total)
             .field("persisted", &self.persisted)
             .field("sent", &self.sent)
-            .field("limits", &self.limits)
-            .field("chunk", &self.chunk.map(ChunkSize::get))
+            .field("limits", &self.limits())
+            .field("chunk", &self.chunk_size())
             .field("expires", &self.expires)
-            .field("in_flight", &self.in_flight)
-            .field("wait_until", &self.wait_until)
-            .field("outcome", &self.outcome)
+            .field("in_flight", &self.engine.flights().len())
+            .field("wait_until", &self.engine.wait_until())
+            .field("outcome", &self.engine.outcome())
             .finish_non_exhaustive()
     }
 }
@@ -499,7 +496,7 @@ impl TonUpload {
             value.set_sensitive(true);
         }
         let mut upload = TonUpload {
-            begin: Begin::Existing,
+            phase: Phase::Start(Uri::default()),
             content_type: config.content_type,
             total: config.total,
             expires: config.expires.map(|e| e.trim().to_owned()),
@@ -508,19 +505,9 @@ impl TonUpload {
             chunk_time: config.chunk_time,
             start_headers,
             fingerprint: config.fingerprint,
-            location: None,
-            limits: None,
-            chunk: None,
-            expires_at: None,
             persisted: 0,
             sent: 0,
-            in_flight: None,
-            wait_until: None,
-            cancel_requested: false,
-            outcome: None,
-            backoff: Backoff::new(config.retry),
-            next_id: 0,
-            stats: Stats::default(),
+            engine: Engine::new(config.retry),
         };
         match start {
             TonStart::Resumable { bucket_url } => {
@@ -531,7 +518,7 @@ impl TonUpload {
                         why: "a resumable upload needs a byte to send (T4); use TonStart::Single",
                     });
                 }
-                upload.begin = Begin::Resumable(resumable_url(&bucket_url)?);
+                upload.phase = Phase::Start(resumable_url(&bucket_url)?);
             }
             TonStart::Single { bucket_url } => {
                 check_absolute_http(&bucket_url, "bucket URL")?;
@@ -541,7 +528,7 @@ impl TonUpload {
                         why: "TON takes a file in one request only when it is under 64 MiB (T1)",
                     });
                 }
-                upload.begin = Begin::Single(bucket_url);
+                upload.phase = Phase::Single(bucket_url);
             }
             TonStart::Resume(state) => upload.adopt(state)?,
         }
@@ -566,18 +553,18 @@ impl TonUpload {
         {
             return Err(UsageError::StateMismatch("its offsets are inconsistent"));
         }
-        self.chunk = Some(ChunkSize::new(
-            limits.fit(self.preferred_chunk),
-            limits.min,
-        )?);
-        self.limits = Some(limits);
-        self.location = Some(state.location);
+        self.phase = Phase::Chunks(Located {
+            location: state.location,
+            limits,
+            chunk: ChunkSize::new(limits.fit(self.preferred_chunk), limits.min)?,
+            expires_at: None,
+        });
         self.persisted = state.persisted;
         self.sent = state.sent;
         if state.expires.is_some() {
             self.expires = state.expires;
         }
-        self.stats.resumed_from = Some(state.persisted);
+        self.engine.stats_mut().resumed_from = Some(state.persisted);
         Ok(())
     }
 
@@ -596,17 +583,17 @@ impl TonUpload {
     /// The upload's location, once the start request has succeeded (T3; a capability: do
     /// not log it).
     pub fn location(&self) -> Option<&SessionUri> {
-        self.location.as_ref()
+        self.located().map(|l| &l.location)
     }
 
     /// The server's chunk-size limits, once known (T3).
     pub fn limits(&self) -> Option<ChunkLimits> {
-        self.limits
+        self.located().map(|l| l.limits)
     }
 
     /// The size the next full chunk will have, once the limits are known (T4).
     pub fn chunk_size(&self) -> Option<u64> {
-        self.chunk.map(ChunkSize::get)
+        self.located().map(|l| l.chunk.get())
     }
 
     /// The upload's expiry as text: the start response's `Expires` (T3), else the caller's
@@ -616,120 +603,140 @@ impl TonUpload {
         self.expires.as_deref()
     }
 
-    /// Counters for reporting.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            retries: self.backoff.total_retries(),
-            ..self.stats
-        }
-    }
-
-    /// What to save to resume this upload in a later process; `None` before the start
-    /// response (T3), for a single-request upload, and once the upload has succeeded. After
-    /// an error it is still there: resume it when [`Error::is_resumable`] says so, discard it
-    /// otherwise. Save it whenever it changes, before sending the next request.
-    pub fn resume_state(&self) -> Option<TonResumeState> {
-        if matches!(self.outcome, Some(Ok(_))) {
-            return None;
-        }
-        let limits = self.limits?;
-        Some(TonResumeState {
-            location: self.location.clone()?,
-            total: self.total,
-            persisted: self.persisted,
-            sent: self.sent,
-            min_chunk: limits.min,
-            max_chunk: limits.max,
-            expires: self.expires.clone(),
-            fingerprint: self.fingerprint.clone(),
-        })
-    }
-
-    /// Asks the upload to stop: once no request is in flight, the outcome is
-    /// [`Error::Cancelled`]. TON documents no way to delete an upload, so nothing is sent;
-    /// the resume state stays valid until the upload expires. A completion that arrives first
-    /// still wins.
-    pub fn cancel(&mut self) {
-        if self.outcome.is_none() {
-            self.cancel_requested = true;
+    fn located(&self) -> Option<&Located> {
+        match &self.phase {
+            Phase::Chunks(located) => Some(located),
+            _ => None,
         }
     }
 
     // ---- inputs ----
 
-    fn check_id(&self, id: RequestId) -> Result<InFlight, UsageError> {
-        if self.outcome.is_some() {
-            return Err(UsageError::Finished);
-        }
-        match &self.in_flight {
-            Some(flight) if flight.id == id => Ok(flight.clone()),
-            _ => Err(UsageError::UnknownRequest(id.0)),
-        }
-    }
-
-    fn finish(&mut self, outcome: Result<TonCompletion, Error>) {
-        self.in_flight = None;
-        self.wait_until = None;
-        self.outcome = Some(outcome);
-    }
-
     /// What the request `kind` was, for retry reports and errors.
     fn attempt(&self, kind: &Kind) -> Attempt {
-        match (kind, &self.begin) {
+        match (kind, &self.phase) {
             (Kind::Chunk(range), _) => Attempt::new(&self.location_uri(), Some(range.clone())),
-            (Kind::Single, Begin::Single(url)) => Attempt::new(url, Some(0..self.total)),
-            (_, Begin::Single(url) | Begin::Resumable(url)) => Attempt::new(url, None),
-            (_, Begin::Existing) => Attempt::new(&self.location_uri(), None),
+            (Kind::Single, Phase::Single(url)) => Attempt::new(url, Some(0..self.total)),
+            (_, Phase::Single(url) | Phase::Start(url)) => Attempt::new(url, None),
+            (_, Phase::Chunks(_)) => Attempt::new(&self.location_uri(), None),
         }
     }
 
-    /// Schedules a retry after a retryable failure of `kind` (T6), or ends the upload when
-    /// the budget is spent. The request after the wait is the same kind as the one that
-    /// failed; for a chunk it starts at the last acknowledged offset (see the module docs).
-    fn retry(&mut self, now: Instant, kind: &Kind, cause: RetryCause, after: Option<Duration>) {
-        let attempt = self.attempt(kind);
-        match self.backoff.failure(now, cause, after, attempt) {
-            Ok(until) => self.wait_until = Some(until),
-            Err(e) => self.finish(Err(e)),
-        }
-    }
-
-    fn on_response(&mut self, now: Instant, flight: InFlight, response: Response<Bytes>) {
+    /// What the answer to `kind` means (T1–T6).
+    fn classify(&self, now: Instant, kind: &Kind, response: Response<Bytes>) -> Reply {
         let status = response.status();
         let success = status == StatusCode::CREATED || status == StatusCode::OK;
-        match flight.kind {
-            Kind::Single if success => {
-                let base = match &self.begin {
-                    Begin::Single(url) => url.clone(),
-                    _ => Uri::default(),
-                };
-                self.complete(status, response.headers(), &base)
+        let retry = || {
+            Reply::Retry(
+                RetryCause::Status(status),
+                retry::retry_after(response.headers()),
+            )
+        };
+        let retryable = self.engine.policy().retries_status(status);
+        match kind {
+            Kind::Single if success => match &self.phase {
+                Phase::Single(url) => match response::location(response.headers(), url) {
+                    Ok(location) => Reply::Complete(status, location),
+                    Err(v) => Reply::End(v.into()),
+                },
+                _ => Reply::End(Error::Internal("a single request outside its phase")),
+            },
+            Kind::Start if success => Reply::Started(response),
+            Kind::Single | Kind::Start if retryable => retry(),
+            Kind::Single | Kind::Start => {
+                Reply::End(response::final_error(status, response.body()))
             }
-            Kind::Start if success => self.on_started(now, &response),
-            ref kind @ (Kind::Single | Kind::Start) => {
-                if self.backoff.policy().retries_status(status) {
-                    self.retry(
-                        now,
-                        kind,
-                        RetryCause::Status(status),
-                        retry::retry_after(response.headers()),
-                    );
-                } else {
-                    self.finish(Err(response::final_error(status, response.body())));
+            Kind::Chunk(range) if status.as_u16() == RESUME_INCOMPLETE => {
+                match self.read_persisted(response.headers(), range.end) {
+                    Ok(claimed) => Reply::Progress(claimed),
+                    Err(v) => Reply::End(v.into()),
                 }
             }
-            Kind::Chunk(range) => {
-                let elapsed = now.saturating_duration_since(flight.handed_out);
-                self.on_chunk_response(now, range, elapsed, status, response)
+            // T6: complete only once every byte was sent. Not necessarily by this chunk: when
+            // the 201 to the last chunk was lost, a re-sent earlier range may get the 201.
+            Kind::Chunk(_) if success && self.sent < self.total => Reply::End(
+                ProtocolViolation::PrematureCompletion {
+                    sent: self.sent,
+                    total: self.total,
+                }
+                .into(),
+            ),
+            Kind::Chunk(_) if success => {
+                match response::location(response.headers(), &self.location_uri()) {
+                    Ok(location) => Reply::Complete(status, location),
+                    Err(v) => Reply::End(v.into()),
+                }
             }
+            Kind::Chunk(_) if status == StatusCode::NOT_FOUND || status == StatusCode::GONE => {
+                Reply::Gone(if self.is_expired(response.headers(), now) {
+                    Error::Expired { status }
+                } else {
+                    Error::SessionGone { status }
+                })
+            }
+            Kind::Chunk(_) if retryable => retry(),
+            Kind::Chunk(_) => Reply::End(response::final_error(status, response.body())),
+        }
+    }
+
+    /// Every transition of the protocol: what the answer (`reply`) to the request `flight`
+    /// changes, and what comes next. After a retryable failure the same kind of request is
+    /// sent after the wait; for a chunk it starts at the last acknowledged offset (see the
+    /// module docs).
+    fn transition(&mut self, now: Instant, flight: Flight<Kind>, reply: Reply) {
+        match (flight.kind, reply) {
+            (_, Reply::End(error) | Reply::Gone(error)) => self.engine.finish(Err(error)),
+            (_, Reply::Complete(status, location)) => {
+                self.persisted = self.total;
+                self.engine.finish(Ok(TonCompletion {
+                    status,
+                    size: self.total,
+                    location,
+                }));
+            }
+            (Kind::Start, Reply::Started(response)) => self.on_started(now, &response),
+            (Kind::Chunk(range), Reply::Progress(claimed)) => {
+                // The server took the whole chunk before answering: that is the rate (T4).
+                if let Some(target) = self.chunk_time {
+                    let elapsed = now.saturating_duration_since(flight.handed_out);
+                    self.resize(size_for_rate(range.end - range.start, elapsed, target));
+                }
+                let progressed = claimed > self.persisted;
+                self.persisted = claimed;
+                if progressed {
+                    self.engine.progress();
+                } else {
+                    // The server took a chunk and stored nothing new: retry, but count it so a
+                    // server that never makes progress cannot keep us looping.
+                    let attempt = self.attempt(&Kind::Chunk(range));
+                    self.engine
+                        .retry(now, RetryCause::NoProgress, None, attempt);
+                }
+            }
+            (kind, Reply::Retry(cause, after)) => {
+                // T4: a chunk that timed out was too big for the link: halve it.
+                if let (
+                    Kind::Chunk(range),
+                    RetryCause::Transport(TransportFailure::Timeout),
+                    Some(_),
+                ) = (&kind, cause, self.chunk_time)
+                {
+                    self.resize((range.end - range.start) / 2);
+                }
+                let attempt = self.attempt(&kind);
+                self.engine.retry(now, cause, after, attempt);
+            }
+            (_, Reply::Started(_) | Reply::Progress(_)) => self
+                .engine
+                .finish(Err(Error::Internal("a TON answer outside its phase"))),
         }
     }
 
     /// The start response (T3): the location, the chunk-size limits and the expiry.
     fn on_started(&mut self, now: Instant, response: &Response<Bytes>) {
         let headers = response.headers();
-        let base = match &self.begin {
-            Begin::Resumable(url) => url.clone(),
+        let base = match &self.phase {
+            Phase::Start(url) => url.clone(),
             _ => Uri::default(),
         };
         // `location` resolves TON's relative path against the start URL and yields only
@@ -738,19 +745,19 @@ impl TonUpload {
             .and_then(|uri| SessionUri::new(uri).map_err(|_| ProtocolViolation::MissingLocation))
         {
             Ok(l) => l,
-            Err(v) => return self.finish(Err(v.into())),
+            Err(v) => return self.engine.finish(Err(v.into())),
         };
         let limits = chunk_size_header(headers, X_TON_MIN_CHUNK_SIZE)
             .and_then(|min| Ok((min, chunk_size_header(headers, X_TON_MAX_CHUNK_SIZE)?)))
             .and_then(|(min, max)| ChunkLimits::new(min, max, self.total));
         let limits = match limits {
             Ok(l) => l,
-            Err(v) => return self.finish(Err(v.into())),
+            Err(v) => return self.engine.finish(Err(v.into())),
         };
         let chunk = match ChunkSize::new(limits.fit(self.preferred_chunk), limits.min) {
             Ok(c) => c,
             Err(_) => {
-                return self.finish(Err(ProtocolViolation::ChunkLimits(
+                return self.engine.finish(Err(ProtocolViolation::ChunkLimits(
                     "no chunk size fits the limits",
                 )
                 .into()));
@@ -765,6 +772,7 @@ impl TonUpload {
             self.expires = expires;
         }
         // The expiry on the driver's clock: what was left of it when the server answered.
+        let mut expires_at = None;
         let server_now = headers
             .get(DATE)
             .and_then(|v| v.to_str().ok())
@@ -774,77 +782,15 @@ impl TonUpload {
             self.expires.as_deref().and_then(parse_http_date),
         ) {
             let left = expiry.duration_since(date).unwrap_or(Duration::ZERO);
-            self.expires_at = now.checked_add(left);
+            expires_at = now.checked_add(left);
         }
-        self.location = Some(location);
-        self.limits = Some(limits);
-        self.chunk = Some(chunk);
-        self.backoff.progress();
-    }
-
-    fn on_chunk_response(
-        &mut self,
-        now: Instant,
-        range: Range<u64>,
-        elapsed: Duration,
-        status: StatusCode,
-        response: Response<Bytes>,
-    ) {
-        if status.as_u16() == RESUME_INCOMPLETE {
-            let claimed = match self.read_persisted(response.headers(), range.end) {
-                Ok(c) => c,
-                Err(v) => return self.finish(Err(v.into())),
-            };
-            // The server took the whole chunk before answering: that is the rate (T4).
-            if let Some(target) = self.chunk_time {
-                self.resize(size_for_rate(range.end - range.start, elapsed, target));
-            }
-            let progressed = claimed > self.persisted;
-            self.persisted = claimed;
-            if progressed {
-                self.backoff.progress();
-            } else {
-                // The server took a chunk and stored nothing new: retry, but count it so a
-                // server that never makes progress cannot keep us looping.
-                self.retry(
-                    now,
-                    &Kind::Chunk(range),
-                    RetryCause::NoProgress,
-                    retry::retry_after(response.headers()),
-                );
-            }
-            return;
-        }
-        if status == StatusCode::CREATED || status == StatusCode::OK {
-            // T6: complete only once every byte was sent. Not necessarily by this chunk: when
-            // the 201 to the last chunk was lost, a re-sent earlier range may get the 201.
-            if self.sent < self.total {
-                return self.finish(Err(ProtocolViolation::PrematureCompletion {
-                    sent: self.sent,
-                    total: self.total,
-                }
-                .into()));
-            }
-            let base = self.location_uri();
-            return self.complete(status, response.headers(), &base);
-        }
-        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            let error = if self.is_expired(response.headers(), now) {
-                Error::Expired { status }
-            } else {
-                Error::SessionGone { status }
-            };
-            return self.finish(Err(error));
-        }
-        if self.backoff.policy().retries_status(status) {
-            return self.retry(
-                now,
-                &Kind::Chunk(range),
-                RetryCause::Status(status),
-                retry::retry_after(response.headers()),
-            );
-        }
-        self.finish(Err(response::final_error(status, response.body())))
+        self.phase = Phase::Chunks(Located {
+            location,
+            limits,
+            chunk,
+            expires_at,
+        });
+        self.engine.progress();
     }
 
     /// Reads the persisted count from a 308 (T5): see "Reading `Range`" in the module docs.
@@ -876,7 +822,7 @@ impl TonUpload {
         };
         // `parse_range` gives N+1 for `0-N`, and N+1 ≥ 1.
         let n = end - 1;
-        let min = self.limits.map_or(1, |l| l.min);
+        let min = self.located().map_or(1, |l| l.limits.min);
         // T5: the server holds N+1 bytes (N is the last byte) or N (N is the length). Never
         // resume past a byte you cannot prove was stored: a reading counts only if it is at
         // most what was ever sent, not below what was acknowledged, short of the total (a 308
@@ -910,22 +856,6 @@ impl TonUpload {
         }
     }
 
-    /// A 201 (or 200) that ends the upload (T1, T6): the stored object's `Location` is the
-    /// outcome.
-    fn complete(&mut self, status: StatusCode, headers: &HeaderMap, base: &Uri) {
-        match response::location(headers, base) {
-            Ok(location) => {
-                self.persisted = self.total;
-                self.finish(Ok(TonCompletion {
-                    status,
-                    size: self.total,
-                    location,
-                }));
-            }
-            Err(v) => self.finish(Err(v.into())),
-        }
-    }
-
     /// Whether a 404/410 means the upload expired: the server's `Date` (else the driver's
     /// clock, measured from the start response) is at or past the expiry.
     fn is_expired(&self, headers: &HeaderMap, now: Instant) -> bool {
@@ -936,7 +866,10 @@ impl TonUpload {
         let expiry = self.expires.as_deref().and_then(parse_http_date);
         match (server_now, expiry) {
             (Some(date), Some(expiry)) => date >= expiry,
-            _ => self.expires_at.is_some_and(|at| now >= at),
+            _ => self
+                .located()
+                .and_then(|l| l.expires_at)
+                .is_some_and(|at| now >= at),
         }
     }
 
@@ -944,19 +877,22 @@ impl TonUpload {
 
     /// Sets the chunk size to the fitted `wanted` (T4).
     fn resize(&mut self, wanted: u64) {
-        if let Some(limits) = self.limits
-            && let Ok(chunk) = ChunkSize::new(limits.fit(wanted), limits.min)
+        if let Phase::Chunks(located) = &mut self.phase
+            && let Ok(chunk) = ChunkSize::new(located.limits.fit(wanted), located.limits.min)
         {
-            self.chunk = Some(chunk);
+            located.chunk = chunk;
         }
     }
 
     /// The next chunk (T4): from the last acknowledged offset, one chunk size long or up to
     /// the end of the source.
     fn plan_chunk(&self) -> Result<Range<u64>, ProtocolViolation> {
-        let chunk = self.chunk.ok_or(ProtocolViolation::ChunkLimits(
-            "no chunk-size limits are known",
-        ))?;
+        let chunk = self
+            .located()
+            .map(|l| l.chunk)
+            .ok_or(ProtocolViolation::ChunkLimits(
+                "no chunk-size limits are known",
+            ))?;
         let range = chunk.chunk_at(self.persisted, Some(self.total));
         if range.is_empty() {
             // Unreachable while `persisted < total`, which every 308 reading keeps.
@@ -968,7 +904,7 @@ impl TonUpload {
         Ok(range)
     }
 
-    fn build(&self, id: RequestId, kind: &Kind) -> Send {
+    fn build(&self, id: RequestId, kind: &Kind) -> Transmit {
         let mut headers = HeaderMap::new();
         let (method, uri, body) = match kind {
             Kind::Single => {
@@ -978,8 +914,8 @@ impl TonUpload {
                 if let Some(e) = &self.expires_header {
                     headers.insert(X_TON_EXPIRES, e.clone());
                 }
-                let url = match &self.begin {
-                    Begin::Single(url) => url.clone(),
+                let url = match &self.phase {
+                    Phase::Single(url) => url.clone(),
                     _ => Uri::default(),
                 };
                 (Method::POST, url, Body::source(0..self.total))
@@ -993,8 +929,8 @@ impl TonUpload {
                 if let Some(e) = &self.expires_header {
                     headers.insert(X_TON_EXPIRES, e.clone());
                 }
-                let url = match &self.begin {
-                    Begin::Resumable(url) => url.clone(),
+                let url = match &self.phase {
+                    Phase::Start(url) => url.clone(),
                     _ => Uri::default(),
                 };
                 (Method::POST, url, Body::empty())
@@ -1022,82 +958,109 @@ impl TonUpload {
                 headers.append(name.clone(), value.clone());
             }
         }
-        Send::new(id, method, uri, headers, body)
+        Transmit::new(id, method, uri, headers, body)
     }
 
     fn location_uri(&self) -> Uri {
-        self.location
-            .as_ref()
-            .map(|l| l.expose().clone())
+        self.located()
+            .map(|l| l.location.expose().clone())
             .unwrap_or_default()
     }
 }
 
 impl Upload for TonUpload {
     type Output = TonCompletion;
+    type State = TonResumeState;
 
-    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
-    fn last_retry(&self) -> Option<&Retrying> {
-        self.backoff.last_retry()
+    fn poll_action(&mut self, now: Instant) -> Action<TonCompletion> {
+        if let Some(action) = self.engine.poll_head(now) {
+            return action;
+        }
+        if !self.engine.flights().is_empty() {
+            return Action::Idle;
+        }
+        // TON documents no way to delete an upload: a cancel ends it here.
+        if self.engine.cancel_requested() {
+            self.engine.finish(Err(Error::Cancelled));
+            return self.poll_action(now);
+        }
+        let kind = match &self.phase {
+            Phase::Single(_) => Kind::Single,
+            Phase::Start(_) => Kind::Start,
+            Phase::Chunks(_) => match self.plan_chunk() {
+                Ok(range) => Kind::Chunk(range),
+                Err(v) => {
+                    self.engine.finish(Err(v.into()));
+                    return self.poll_action(now);
+                }
+            },
+        };
+        let source_len = match &kind {
+            Kind::Single => self.total,
+            Kind::Chunk(range) => {
+                self.sent = self.sent.max(range.end);
+                range.end - range.start
+            }
+            Kind::Start => 0,
+        };
+        let id = self.engine.hand_out(now, kind.clone(), source_len);
+        Action::Send(self.build(id, &kind))
     }
 
     fn persisted(&self) -> u64 {
         self.persisted
     }
 
-    fn poll_action(&mut self, now: Instant) -> Action<TonCompletion> {
-        self.backoff.observe_start(now);
-        if let Some(outcome) = &self.outcome {
-            return Action::Done(outcome.clone());
+    /// What to save to resume this upload in a later process; `None` before the start
+    /// response (T3), for a single-request upload, and once the upload has succeeded. Save it
+    /// (durably: TON cannot be asked what it holds) before sending the next request.
+    fn resume_state(&self) -> Option<TonResumeState> {
+        if matches!(self.engine.outcome(), Some(Ok(_))) {
+            return None;
         }
-        if let Some(flight) = &self.in_flight {
-            return Action::Send(self.build(flight.id, &flight.kind));
+        let located = self.located()?;
+        Some(TonResumeState {
+            location: located.location.clone(),
+            total: self.total,
+            persisted: self.persisted,
+            sent: self.sent,
+            min_chunk: located.limits.min,
+            max_chunk: located.limits.max,
+            expires: self.expires.clone(),
+            fingerprint: self.fingerprint.clone(),
+        })
+    }
+
+    /// Asks the upload to stop: once no request is in flight, the outcome is
+    /// [`Error::Cancelled`]. TON documents no way to delete an upload, so nothing is sent;
+    /// the resume state stays valid until the upload expires. A completion that arrives first
+    /// still wins.
+    fn cancel(&mut self) {
+        self.engine.request_cancel();
+        self.engine.clear_wait();
+    }
+
+    fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            acknowledged: self.persisted,
+            in_flight: self.engine.in_flight_bytes(),
+            total: Some(self.total),
         }
-        if self.cancel_requested {
-            self.finish(Err(Error::Cancelled));
-            return self.poll_action(now);
-        }
-        if let Some(until) = self.wait_until {
-            if now < until {
-                return Action::Wait(until);
-            }
-            self.wait_until = None;
-        }
-        let kind = match &self.begin {
-            Begin::Single(_) => Kind::Single,
-            Begin::Resumable(_) if self.location.is_none() => Kind::Start,
-            Begin::Resumable(_) | Begin::Existing => match self.plan_chunk() {
-                Ok(range) => Kind::Chunk(range),
-                Err(v) => {
-                    self.finish(Err(v.into()));
-                    return self.poll_action(now);
-                }
-            },
-        };
-        match &kind {
-            Kind::Single => self.stats.bytes_sent += self.total,
-            Kind::Chunk(range) => {
-                self.sent = self.sent.max(range.end);
-                self.stats.bytes_sent += range.end - range.start;
-            }
-            Kind::Start => {}
-        }
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.stats.requests += 1;
-        let send = self.build(id, &kind);
-        self.in_flight = Some(InFlight {
-            id,
-            kind,
-            handed_out: now,
-        });
-        Action::Send(send)
+    }
+
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.engine.last_retry()
     }
 
     /// TON asks for no reads: this always fails with [`UsageError::UnexpectedRead`] (or
     /// [`UsageError::Finished`] once the upload is over).
     fn handle_read(&mut self, _now: Instant, offset: u64, _bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
         Err(UsageError::UnexpectedRead {
@@ -1112,9 +1075,9 @@ impl Upload for TonUpload {
         id: RequestId,
         response: Response<Bytes>,
     ) -> Result<(), UsageError> {
-        let flight = self.check_id(id)?;
-        self.in_flight = None;
-        self.on_response(now, flight, response);
+        let flight = self.engine.take(id)?;
+        let reply = self.classify(now, &flight.kind, response);
+        self.transition(now, flight, reply);
         Ok(())
     }
 
@@ -1124,20 +1087,14 @@ impl Upload for TonUpload {
         id: RequestId,
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
-        let flight = self.check_id(id)?;
-        self.in_flight = None;
-        if !self.backoff.policy().retry_transport {
+        let flight = self.engine.take(id)?;
+        let reply = if self.engine.policy().retry_transport {
+            Reply::Retry(RetryCause::Transport(failure), None)
+        } else {
             let endpoint = self.attempt(&flight.kind).endpoint;
-            self.finish(Err(Error::Transport { failure, endpoint }));
-            return Ok(());
-        }
-        // T4: a chunk that timed out was too big for the link: halve it.
-        if let (Kind::Chunk(range), TransportFailure::Timeout, Some(_)) =
-            (&flight.kind, failure, self.chunk_time)
-        {
-            self.resize((range.end - range.start) / 2);
-        }
-        self.retry(now, &flight.kind, RetryCause::Transport(failure), None);
+            Reply::End(Error::Transport { failure, endpoint })
+        };
+        self.transition(now, flight, reply);
         Ok(())
     }
 }

@@ -70,7 +70,7 @@ fn gcs_bare_session_claim_beyond_the_source() {
                     .handle_response(now, send.id, answer)
                     .expect("in flight");
             }
-            Action::Wait(_) => panic!("no failure was reported"),
+            Action::Wait(_) | Action::Idle => panic!("no failure was reported"),
             Action::Done(outcome) => break outcome,
         }
     };

@@ -19,7 +19,8 @@
 //! 5. Every chunk starts at the server's persisted offset, is a multiple of 256 KiB unless
 //!    final, and its `Content-Length` is its range's length.
 //! 6. After a failure on the session, the next session request is a status query (G8).
-//! 7. Polling twice without input gives the same action (a `Send` keeps its id).
+//! 7. Polling twice without input gives the same action, but a request is handed out once
+//!    (while it is in flight, a poll is `Idle`).
 //! 8. After `Done`, polls repeat the outcome and every `handle_*` is `UsageError::Finished`.
 
 mod sim;
@@ -39,7 +40,7 @@ use proptest::test_runner::TestCaseError;
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
 use resumable_core::{
-    Action, Body, Error, IntegrityError, RequestId, RetryCause, RetryPolicy, Send,
+    Action, Body, Error, IntegrityError, RequestId, RetryCause, RetryPolicy, Transmit,
     TransportFailure, Upload, UsageError,
 };
 use sim::{
@@ -389,9 +390,13 @@ impl<'a> Driver<'a> {
     fn run(mut self) -> Result<Ending, TestCaseError> {
         loop {
             let action = self.upload.poll_action(self.now);
-            // (7) Polling again without input gives the same action.
+            // (7) Polling again without input gives the same action, except that a request is
+            // handed out once: while it is in flight, the next poll is Idle.
             let again = self.upload.poll_action(self.now);
-            prop_assert_eq!(key(&action), key(&again), "(7) a second poll differs");
+            match &action {
+                Action::Send(_) => prop_assert_eq!(key(&again), Key::Idle, "(7) after a Send"),
+                _ => prop_assert_eq!(key(&action), key(&again), "(7) a second poll differs"),
+            }
             self.inc.started.get_or_insert(self.now);
             self.inc.actions += 1;
             if tracing() {
@@ -416,6 +421,7 @@ impl<'a> Driver<'a> {
                 Action::Wait(until) => self.wait(until)?,
                 Action::Read(read) => self.read(read.range)?,
                 Action::Send(send) => self.send(send)?,
+                Action::Idle => prop_assert!(false, "(7) Idle with nothing in flight"),
             }
         }
     }
@@ -490,7 +496,7 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    fn send(&mut self, send: Send) -> Result<(), TestCaseError> {
+    fn send(&mut self, send: Transmit) -> Result<(), TestCaseError> {
         prop_assert!(
             matches!(self.due, Due::Work),
             "a request while {:?} was due",
@@ -560,7 +566,7 @@ impl<'a> Driver<'a> {
     /// Hands the body's source bytes to `handle_sent` in random pieces, as a driver does while
     /// the body goes out: all of them, a prefix (the transport took only part before the
     /// exchange failed), or none (a driver that does not report; the core must then read them).
-    fn report_sent(&mut self, send: &Send) -> Result<(), TestCaseError> {
+    fn report_sent(&mut self, send: &Transmit) -> Result<(), TestCaseError> {
         let range = send.body.source.clone();
         let len = range.end - range.start;
         let upto = range.start
@@ -580,7 +586,7 @@ impl<'a> Driver<'a> {
     }
 
     /// (5), (6), G1–G4, G11: the request as emitted, against the server's state.
-    fn check_request(&mut self, send: &Send) -> Result<(), TestCaseError> {
+    fn check_request(&mut self, send: &Transmit) -> Result<(), TestCaseError> {
         let request = &send.request;
         let headers = request.headers();
         let Some(session) = self.upload.session() else {
@@ -666,7 +672,7 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    fn check_start(&self, send: &Send) -> Result<(), TestCaseError> {
+    fn check_start(&self, send: &Transmit) -> Result<(), TestCaseError> {
         let request = &send.request;
         let headers = request.headers();
         match self.case.begin {
@@ -702,7 +708,7 @@ impl<'a> Driver<'a> {
     /// Turns the reply into what must happen next, mirroring the retry budget (G8).
     fn classify(
         &mut self,
-        send: &Send,
+        send: &Transmit,
         reply: &Reply,
         had_session: bool,
         persisted_before: u64,
@@ -1067,6 +1073,7 @@ enum Key {
     Read(Range<u64>),
     Send(RequestId, Method, Uri, HeaderMap, Body),
     Wait(Instant),
+    Idle,
     Done(Result<GcsCompletion, Error>),
 }
 
@@ -1081,6 +1088,7 @@ fn key(action: &Action<GcsCompletion>) -> Key {
             s.body.clone(),
         ),
         Action::Wait(t) => Key::Wait(*t),
+        Action::Idle => Key::Idle,
         Action::Done(o) => Key::Done(o.clone()),
     }
 }
@@ -1543,7 +1551,7 @@ fn finish_against_completed_server(
                     .handle_response(now, send.id, response)
                     .expect("response");
             }
-            Action::Wait(_) => panic!("no failure happened"),
+            Action::Wait(_) | Action::Idle => panic!("no failure happened, nothing in flight"),
             Action::Done(outcome) => return outcome,
         }
     }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
 use resumable_core::{
-    Action, Error, IntegrityError, ProtocolViolation, RequestId, RetryCause, RetryPolicy, Send,
-    SessionUri, TransportFailure, Upload, UsageError,
+    Action, Error, IntegrityError, ProtocolViolation, RequestId, RetryCause, RetryPolicy,
+    SessionUri, Transmit, TransportFailure, Upload, UsageError,
 };
 
 const KIB256: u64 = 256 * 1024;
@@ -64,7 +64,7 @@ impl Exchange {
         }
     }
 
-    fn send(&mut self) -> Send {
+    fn send(&mut self) -> Transmit {
         match self.poll() {
             Action::Send(s) => s,
             other => panic!("expected a request, got {other:?}"),
@@ -78,7 +78,7 @@ impl Exchange {
     }
 
     /// Sends the start, answers 201 + Location, and returns the first session request.
-    fn started(&mut self) -> Send {
+    fn started(&mut self) -> Transmit {
         let start = self.send();
         self.respond(start.id, 201, &[("location", SESSION)], "");
         self.send()
@@ -100,7 +100,7 @@ impl Exchange {
 
     /// Hands the first `len` source bytes of `send`'s body to `handle_sent`, in 64 KiB
     /// pieces, as a driver does while the body goes out.
-    fn report(&mut self, send: &Send, len: u64) {
+    fn report(&mut self, send: &Transmit, len: u64) {
         let range = send.body.source.clone();
         let end = range.start + len.min(range.end - range.start);
         let mut at = range.start;
@@ -116,7 +116,7 @@ impl Exchange {
 
     /// Checks that the final request carries the whole source's CRC32C (G7), answers it
     /// with the object, and checks the upload ends verified.
-    fn complete_verified(&mut self, last: &Send) {
+    fn complete_verified(&mut self, last: &Transmit) {
         let crc = resumable_core::checksum::crc32c_base64(crc32c::crc32c(&self.source));
         assert_eq!(
             header(last, "x-goog-hash"),
@@ -128,7 +128,7 @@ impl Exchange {
     }
 
     /// Answers a chunk as a server that stored everything it got: 308 with the new Range.
-    fn store_all(&mut self, send: &Send) {
+    fn store_all(&mut self, send: &Transmit) {
         let end = send.body.source.end;
         self.respond(
             send.id,
@@ -154,20 +154,20 @@ fn response(status: u16, headers: &[(&str, &str)], body: &str) -> http::Response
     b.body(Bytes::copy_from_slice(body.as_bytes())).unwrap()
 }
 
-fn header<'a>(send: &'a Send, name: &str) -> Option<&'a str> {
+fn header<'a>(send: &'a Transmit, name: &str) -> Option<&'a str> {
     send.request
         .headers()
         .get(name)
         .map(|v| v.to_str().unwrap())
 }
 
-fn header_names(send: &Send) -> Vec<&str> {
+fn header_names(send: &Transmit) -> Vec<&str> {
     let mut names: Vec<&str> = send.request.headers().keys().map(|k| k.as_str()).collect();
     names.sort();
     names
 }
 
-fn assert_chunk(send: &Send, range: Range<u64>, content_range: &str) {
+fn assert_chunk(send: &Transmit, range: Range<u64>, content_range: &str) {
     assert_eq!(send.request.method(), Method::PUT);
     assert_eq!(send.request.uri(), SESSION);
     assert_eq!(header(send, "content-range"), Some(content_range));
@@ -177,7 +177,7 @@ fn assert_chunk(send: &Send, range: Range<u64>, content_range: &str) {
     assert!(send.body.prefix.is_empty() && send.body.suffix.is_empty());
 }
 
-fn assert_status_query(send: &Send, content_range: &str) {
+fn assert_status_query(send: &Transmit, content_range: &str) {
     assert_eq!(send.request.method(), Method::PUT);
     assert_eq!(send.request.uri(), SESSION);
     assert_eq!(header(send, "content-range"), Some(content_range));
@@ -864,14 +864,19 @@ fn g1_start_without_location_is_a_violation() {
     );
 }
 
+// A request is handed out once: polling again while it is in flight is Idle (and stays so),
+// and its answer is what moves the upload on.
 #[test]
-fn polling_twice_without_input_gives_the_same_request() {
+fn a_request_is_handed_out_once() {
     let mut ex = Exchange::xml(10, KIB256);
     let a = ex.send();
-    let b = ex.send();
-    assert_eq!(a.id, b.id);
-    assert_eq!(a.request.uri(), b.request.uri());
+    assert!(matches!(ex.poll(), Action::Idle));
+    assert!(matches!(ex.poll(), Action::Idle));
     assert_eq!(ex.upload.stats().requests, 1);
+    ex.respond(a.id, 201, &[("location", SESSION)], "");
+    let b = ex.send();
+    assert_ne!(a.id, b.id);
+    assert_eq!(ex.upload.stats().requests, 2);
 }
 
 #[test]

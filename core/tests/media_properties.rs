@@ -25,7 +25,8 @@
 //!    source, at most 5,000,000 bytes, and `Content-Length` is the body's length (M2, M6).
 //! 6. No new request before a `check_after_secs` (M4) or a 429's reset/`Retry-After` (M5)
 //!    has passed, nor before a failure's first backoff.
-//! 7. When N requests are in flight, polling again returns the oldest of them, unchanged.
+//! 7. Each request is handed out once; with N requests in flight and nothing new due, a poll is
+//!    `Idle` (and so is the next).
 //! 8. After `Done`, polls repeat the outcome and every `handle_*` is `UsageError::Finished`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +42,7 @@ use resumable_core::media::{
     ProcessingState, SegmentPlan,
 };
 use resumable_core::{
-    Action, Error, RetryCause, RetryPolicy, Send, TransportFailure, Upload, UsageError,
+    Action, Error, RetryCause, RetryPolicy, Transmit, TransportFailure, Upload, UsageError,
 };
 
 const V1: &str = "https://upload.sim/1.1/media/upload.json";
@@ -292,7 +293,7 @@ impl SimServer {
     }
 
     /// Answers one request at time `elapsed` since t0.
-    fn handle(&mut self, send: &Send, elapsed: Duration) -> (Reply, Effects) {
+    fn handle(&mut self, send: &Transmit, elapsed: Duration) -> (Reply, Effects) {
         let number = self.requests;
         self.requests += 1;
         let mut effects = Effects::default();
@@ -322,7 +323,12 @@ impl SimServer {
         (reply, effects)
     }
 
-    fn fault(&mut self, send: &Send, elapsed: Duration, mut effects: Effects) -> (Reply, Effects) {
+    fn fault(
+        &mut self,
+        send: &Transmit,
+        elapsed: Duration,
+        mut effects: Effects,
+    ) -> (Reply, Effects) {
         let date = date_at(elapsed);
         match self.rng.below(9) {
             0 => (Reply::Failure(TransportFailure::Connect), effects),
@@ -362,7 +368,7 @@ impl SimServer {
         }
     }
 
-    fn honest(&mut self, send: &Send, elapsed: Duration, effects: &mut Effects) -> Reply {
+    fn honest(&mut self, send: &Transmit, elapsed: Duration, effects: &mut Effects) -> Reply {
         if send
             .request
             .headers()
@@ -473,7 +479,7 @@ impl SimServer {
         Reply::Response(json_response(200, &body, &[("date", date.as_str())]))
     }
 
-    fn append(&mut self, send: &Send, path_id: Option<String>) -> Reply {
+    fn append(&mut self, send: &Transmit, path_id: Option<String>) -> Reply {
         let parts = match multipart(send, &self.source) {
             Ok(parts) => parts,
             Err(e) => return self.violation(format!("APPEND body does not parse: {e}")),
@@ -690,7 +696,7 @@ fn date_at(elapsed: Duration) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(EPOCH_AT_T0) + elapsed)
 }
 
-fn header<'a>(send: &'a Send, name: &str) -> Option<&'a str> {
+fn header<'a>(send: &'a Transmit, name: &str) -> Option<&'a str> {
     send.request
         .headers()
         .get(name)
@@ -733,7 +739,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Parses an APPEND's assembled body with `multer`: (name, is a file, bytes) per part.
-fn multipart(send: &Send, source: &[u8]) -> Result<Vec<(String, bool, Vec<u8>)>, String> {
+fn multipart(send: &Transmit, source: &[u8]) -> Result<Vec<(String, bool, Vec<u8>)>, String> {
     let content_type = header(send, "content-type").ok_or("no Content-Type")?;
     let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
     let r = &send.body.source;
@@ -801,7 +807,7 @@ fn run(case: &Case) -> Result<Result<MediaCompletion, Error>, TestCaseError> {
     let mut rng = SimRng(case.seed ^ 0x5EED);
     let t0 = Instant::now();
     let mut now = t0;
-    let mut outstanding: Vec<Send> = Vec::new();
+    let mut outstanding: Vec<Transmit> = Vec::new();
     let mut not_before = t0;
     let mut requests = 0u64;
     let mut successes = 0u64;
@@ -821,17 +827,24 @@ fn run(case: &Case) -> Result<Result<MediaCompletion, Error>, TestCaseError> {
             Action::Read(read) => {
                 return Err(TestCaseError::fail(format!("media never reads: {read:?}")));
             }
+            // (7) Saturated, or nothing new is due: Idle only with requests in flight, and
+            // the same on a re-poll.
+            Action::Idle => {
+                prop_assert!(!outstanding.is_empty(), "Idle with nothing in flight");
+                prop_assert!(
+                    matches!(upload.poll_action(now), Action::Idle),
+                    "re-poll changed"
+                );
+                true
+            }
             Action::Send(send) => {
-                if outstanding.iter().any(|s| s.id == send.id) {
-                    // (7) Saturated: the oldest in flight, unchanged, and again on a re-poll.
-                    prop_assert_eq!(send.id, outstanding[0].id);
-                    prop_assert_eq!(&send.body, &outstanding[0].body);
-                    match upload.poll_action(now) {
-                        Action::Send(again) => prop_assert_eq!(again.id, send.id),
-                        other => prop_assert!(false, "re-poll changed: {other:?}"),
-                    }
-                    true
-                } else {
+                // (7) Each request is handed out once.
+                prop_assert!(
+                    !outstanding.iter().any(|s| s.id == send.id),
+                    "request {:?} handed out again",
+                    send.id
+                );
+                {
                     // (6) No new request before a wait the server asked for has passed.
                     prop_assert!(now >= not_before, "a request before its wait ended");
                     prop_assert!(outstanding.len() < case.in_flight as usize);
@@ -978,7 +991,7 @@ fn run(case: &Case) -> Result<Result<MediaCompletion, Error>, TestCaseError> {
 }
 
 /// (5) What every request must look like.
-fn check_send(send: &Send, plan: &SegmentPlan, source: &[u8]) -> Result<(), TestCaseError> {
+fn check_send(send: &Transmit, plan: &SegmentPlan, source: &[u8]) -> Result<(), TestCaseError> {
     if send.body.source.is_empty() {
         return Ok(());
     }
@@ -1077,7 +1090,7 @@ fn run_arbitrary(case: &Case, answers: &[Arbitrary]) -> Result<(), TestCaseError
     let plan = upload.plan();
     let mut rng = SimRng(case.seed);
     let mut now = Instant::now();
-    let mut outstanding: Vec<Send> = Vec::new();
+    let mut outstanding: Vec<Transmit> = Vec::new();
     let (mut requests, mut successes, mut iterations) = (0u64, 0u64, 0u64);
     let outcome = loop {
         iterations += 1;
@@ -1092,12 +1105,15 @@ fn run_arbitrary(case: &Case, answers: &[Arbitrary]) -> Result<(), TestCaseError
                     continue;
                 }
             }
+            Action::Idle => prop_assert!(!outstanding.is_empty(), "Idle with nothing in flight"),
             Action::Send(send) => {
-                if !outstanding.iter().any(|s| s.id == send.id) {
-                    requests += 1;
-                    outstanding.push(send);
-                    continue;
-                }
+                prop_assert!(
+                    !outstanding.iter().any(|s| s.id == send.id),
+                    "handed out twice"
+                );
+                requests += 1;
+                outstanding.push(send);
+                continue;
             }
         }
         let send = outstanding.remove(rng.below(outstanding.len() as u64) as usize);

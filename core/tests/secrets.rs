@@ -140,6 +140,8 @@ fn drive<U>(
                 return;
             }
             Action::Wait(until) => now = until,
+            // Every request is answered before the next poll: nothing is ever in flight here.
+            Action::Idle => panic!("idle with every request answered"),
             Action::Read(read) => {
                 if let Err(e) = upload.handle_read(now, read.range.start + 1, b"x") {
                     w.usage(&e);
@@ -817,7 +819,7 @@ fn response_bodies_are_capped() {
                 .handle_response(now, send.id, answers.next().expect("scripted"))
                 .expect("in flight"),
             Action::Done(done) => break done.expect("complete"),
-            Action::Wait(_) => panic!("no failure"),
+            Action::Wait(_) | Action::Idle => panic!("no failure, nothing in flight"),
         }
     };
     assert!(

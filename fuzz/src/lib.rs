@@ -9,6 +9,7 @@
 //!   the future, so the loop cannot spin);
 //! - `persisted()` never decreases and never passes the source; no `Send` names bytes before
 //!   it or past the source; no more requests in flight than the protocol allows;
+//! - each request is handed out once, and `Idle` comes only with requests in flight;
 //! - an answer for a request that is not in flight is a `UsageError::UnknownRequest` and
 //!   changes nothing (the next poll is the same action);
 //! - `Done` is sticky: polls repeat the outcome and every `handle_*` is `UsageError::Finished`.
@@ -268,8 +269,8 @@ pub struct Rig<U> {
     pub restart: Restart<U>,
     /// Asks `upload` to cancel (a no-op for protocols without cancel).
     pub cancel: Box<dyn Fn(&mut U)>,
-    /// Skip the checks against the source's length: a GCS bare session of unknown size
-    /// believes what the server claims until it reads the source's end (and then ends with
+    /// Skip the checks against the source's length: a GCS session of unknown size, bare or
+    /// resumed, believes what the server claims until it reads the source's end (and then ends with
     /// `RangeBeyondSent`, see `gcs_bare_session_claim_beyond_the_source` in
     /// core/tests/fuzz_regressions.rs).
     pub unbounded: bool,
@@ -321,23 +322,23 @@ where
                     body.start >= upload.persisted() || body.is_empty(),
                     "a body that re-sends acknowledged bytes"
                 );
-                if !in_flight.contains(&send.id) {
-                    // A driver hands the body's source bytes in as it sends them; every third
-                    // request plays a driver that does not (the upload then reads them).
-                    if send.report_sent && send.id.get() % 3 != 0 {
-                        let mut at = body.start;
-                        while at < body.end {
-                            let piece = (body.end - at).min(ZEROS.len() as u64);
-                            let bytes = &ZEROS[..usize::try_from(piece).expect("small")];
-                            let handed = upload.handle_sent(send.id, at, bytes);
-                            assert_eq!(handed, Ok(()), "sent bytes were refused");
-                            at += piece;
-                        }
+                assert!(!in_flight.contains(&send.id), "a request handed out twice");
+                // A driver hands the body's source bytes in as it sends them; every third
+                // request plays a driver that does not (the upload then reads them).
+                if send.report_sent && send.id.get() % 3 != 0 {
+                    let mut at = body.start;
+                    while at < body.end {
+                        let piece = (body.end - at).min(ZEROS.len() as u64);
+                        let bytes = &ZEROS[..usize::try_from(piece).expect("small")];
+                        let handed = upload.handle_sent(send.id, at, bytes);
+                        assert_eq!(handed, Ok(()), "sent bytes were refused");
+                        at += piece;
                     }
-                    in_flight.push(send.id);
                 }
+                in_flight.push(send.id);
                 assert!(in_flight.len() <= rig.max_in_flight, "too many in flight");
             }
+            Action::Idle => assert!(!in_flight.is_empty(), "Idle with nothing in flight"),
         }
         let Some(step) = steps.next() else { return };
         idle = 0;
@@ -492,7 +493,10 @@ pub fn run_gcs(script: &GcsScript) {
             foreign: false,
         }),
     };
-    let unbounded = s.begin == GcsBegin::Session && !s.known_total;
+    // A session of unknown size, bare or resumed (a saved `sent` is only a floor: a driver
+    // may have sent more after saving), believes the server's claim until it reads the
+    // source's end.
+    let unbounded = matches!(s.begin, GcsBegin::Session | GcsBegin::Resume) && !s.known_total;
     let Ok(upload) = GcsUpload::new(start, config.clone()) else {
         return;
     };
@@ -685,7 +689,7 @@ pub fn gcs_completion(data: &[u8]) {
                     .handle_response(now, send.id, response)
                     .expect("in flight");
             }
-            Action::Wait(_) => panic!("no failure was reported"),
+            Action::Wait(_) | Action::Idle => panic!("no failure was reported"),
             Action::Done(Ok(done)) => {
                 assert_eq!(done.size, len);
                 return;
@@ -725,6 +729,7 @@ pub fn media_answer(data: &[u8]) {
                 continue;
             }
             Action::Done(_) => return,
+            Action::Idle => panic!("idle with every request answered"),
             Action::Read(_) => panic!("media never reads"),
         };
         // Request n: INIT, APPEND, FINALIZE, STATUS…
@@ -771,6 +776,7 @@ pub fn ton_limits(data: &[u8]) {
                 continue;
             }
             Action::Done(_) => return,
+            Action::Idle => panic!("idle with every request answered"),
             Action::Read(_) => panic!("TON never reads"),
         };
         let mut response = http::Response::new(Bytes::new());

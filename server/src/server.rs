@@ -168,6 +168,9 @@ pub(crate) struct Shared {
     stopped: Mutex<bool>,
     stop_cv: Condvar,
     pub(crate) body_bytes: AtomicU64,
+    /// Requests being handled now, and the most there ever were at once.
+    active: AtomicU64,
+    peak_active: AtomicU64,
     faults: Mutex<FaultState>,
     log: Mutex<VecDeque<LogEntry>>,
     conns: Mutex<HashMap<u64, TcpStream>>,
@@ -899,7 +902,11 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
                 break;
             }
         };
-        if !handle(shared, &mut conn, req) {
+        let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_active.fetch_max(active, Ordering::SeqCst);
+        let reuse = handle(shared, &mut conn, req);
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        if !reuse {
             break;
         }
     }
@@ -1042,6 +1049,8 @@ impl Server {
             stopped: Mutex::new(false),
             stop_cv: Condvar::new(),
             body_bytes: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            peak_active: AtomicU64::new(0),
             faults: Mutex::new(FaultState::default()),
             log: Mutex::new(VecDeque::new()),
             conns: Mutex::new(HashMap::new()),
@@ -1254,6 +1263,12 @@ impl Server {
     /// media, the multipart framing too).
     pub fn body_bytes_received(&self) -> u64 {
         self.shared.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most requests the server was handling at the same time (from reading a request's
+    /// head to writing its answer), since it started: how many a client had in flight.
+    pub fn peak_concurrent_requests(&self) -> u64 {
+        self.shared.peak_active.load(Ordering::SeqCst)
     }
 
     /// The request log, oldest first.

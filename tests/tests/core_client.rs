@@ -35,28 +35,7 @@ fn config(total: Option<u64>) -> GcsConfig {
 
 /// Runs an upload to completion (bounded by the core's retry budget).
 fn drive(mut upload: GcsUpload, source: &[u8]) -> Result<GcsCompletion, Error> {
-    for _ in 0..10_000 {
-        match upload.poll_action(Instant::now()) {
-            Action::Read(read) => {
-                let a = read.range.start as usize;
-                let b = (read.range.end as usize).min(source.len());
-                upload
-                    .handle_read(Instant::now(), read.range.start, &source[a.min(b)..b])
-                    .unwrap();
-            }
-            Action::Send(send) => match core_send(&send, source) {
-                Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
-                Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
-            },
-            Action::Wait(until) => std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_secs(2)),
-            ),
-            Action::Done(outcome) => return outcome,
-        }
-    }
-    panic!("the upload did not end");
+    core_drive(&mut upload, source)
 }
 
 fn json_start(server: &Server, name: &str) -> Start {

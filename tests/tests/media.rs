@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use resumable_core::Error;
 use resumable_core::media::{
     ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaUpload, ProcessingState,
 };
+use resumable_core::{Error, Upload as _};
 use resumable_server::{RequestKind, Server, ServerConfig};
 
 const URLENCODED: &str = "application/x-www-form-urlencoded";
@@ -1263,7 +1263,7 @@ fn a_session_script_in_the_core_headers_hits_only_its_media() {
 fn appends_in_flight_arriving_out_of_order_assemble_by_index() {
     // M2: the core hands out up to three APPENDs at once; the server gets them in reverse
     // order and assembles the media by segment_index.
-    use resumable_core::{Action, Send, Upload};
+    use resumable_core::{Action, Transmit, Upload};
     use std::time::Instant;
     let src = data(SIZE);
     let server = common::server();
@@ -1273,11 +1273,11 @@ fn appends_in_flight_arriving_out_of_order_assemble_by_index() {
         let mut upload = MediaUpload::new(config).unwrap();
         let mut reordered = false;
         let outcome = 'run: loop {
-            // Poll until the core repeats a request it handed out (saturated) or waits.
-            let mut batch: Vec<Send> = Vec::new();
+            // Poll until the core has nothing more to hand out (saturated) or waits.
+            let mut batch: Vec<Transmit> = Vec::new();
             loop {
                 match upload.poll_action(Instant::now()) {
-                    Action::Send(s) if batch.iter().any(|b| b.id == s.id) => break,
+                    Action::Idle => break,
                     Action::Send(s) => {
                         let append = s.request.uri().path().ends_with("/append")
                             || s.body.source.end > s.body.source.start;

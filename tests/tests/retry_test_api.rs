@@ -14,7 +14,6 @@ use common::*;
 use md5::Digest as _;
 use resumable_core::checksum::Checksums;
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
-use resumable_core::{Action, Upload};
 use resumable_server::Server;
 use serde_json::{Value, json};
 
@@ -870,33 +869,12 @@ fn drive_with_test_id(
     source: &[u8],
     id: &str,
 ) -> resumable_core::gcs::GcsCompletion {
-    for _ in 0..10_000 {
-        match upload.poll_action(Instant::now()) {
-            Action::Read(read) => {
-                let a = read.range.start as usize;
-                let b = (read.range.end as usize).min(source.len());
-                upload
-                    .handle_read(Instant::now(), read.range.start, &source[a.min(b)..b])
-                    .unwrap();
-            }
-            Action::Send(mut send) => {
-                send.request
-                    .headers_mut()
-                    .insert("x-retry-test-id", id.parse().unwrap());
-                match core_send(&send, source) {
-                    Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
-                    Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
-                }
-            }
-            Action::Wait(until) => std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_secs(2)),
-            ),
-            Action::Done(outcome) => return outcome.expect("the upload completes"),
-        }
-    }
-    panic!("the upload did not end");
+    let outcome = core_drive_with(&mut upload, source, |send| {
+        send.request
+            .headers_mut()
+            .insert("x-retry-test-id", id.parse().unwrap());
+    });
+    outcome.expect("the upload completes")
 }
 
 #[test]

@@ -44,8 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let content_type = http::HeaderValue::from_static("application/octet-stream");
     let mut upload = GcsUpload::new(Start::Xml { url, content_type }, config)?;
     let mut source = SeekableSource::new(futures::io::Cursor::new(data.clone()));
-    let mut transport = transport_fn(send);
-    let completion = drive(&mut upload, &mut source, &mut transport, TokioTimer).await?;
+    let transport = transport_fn(send);
+    let completion = drive(&mut upload, &mut source, &transport, TokioTimer).await?;
     assert_eq!(server.object("bucket", "example.bin"), Some(data));
     println!("uploaded {} bytes, CRC32C checked", completion.size);
     assert!(completion.verified.crc32c);

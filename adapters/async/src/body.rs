@@ -60,6 +60,8 @@ struct Shared {
     reported: bool,
     /// The transport dropped the body.
     body_dropped: bool,
+    /// Room for every piece: the body is read whole before it is sent.
+    unbounded: bool,
     /// The transport, waiting for a piece.
     body_waker: Option<Waker>,
     /// The driver, waiting for room in the queue or for the transport to take a piece.
@@ -106,9 +108,13 @@ impl RequestBody {
         }
     }
 
-    /// A body of `len` bytes fed by the returned writer.
-    pub(crate) fn channel(len: u64) -> (RequestBody, BodyWriter) {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+    /// A body of `len` bytes fed by the returned writer; `whole`: the queue takes every piece
+    /// at once (the body is read before it is sent), else two at a time.
+    pub(crate) fn channel(len: u64, whole: bool) -> (RequestBody, BodyWriter) {
+        let shared = Arc::new(Mutex::new(Shared {
+            unbounded: whole,
+            ..Shared::default()
+        }));
         let writer = BodyWriter {
             shared: shared.clone(),
             len,
@@ -226,7 +232,7 @@ impl BodyWriter {
         if shared.body_dropped {
             return Poll::Ready(false);
         }
-        if shared.queue.len() < QUEUE_PIECES {
+        if shared.unbounded || shared.queue.len() < QUEUE_PIECES {
             return Poll::Ready(true);
         }
         shared.writer_waker = Some(cx.waker().clone());
@@ -310,7 +316,7 @@ mod tests {
 
     #[test]
     fn pieces_arrive_in_order_and_the_queue_is_bounded() {
-        let (mut body, writer) = RequestBody::channel(6);
+        let (mut body, writer) = RequestBody::channel(6, false);
         let mut cx = Context::from_waker(Waker::noop());
         assert!(poll(&mut body).is_pending());
         assert_eq!(writer.poll_room(&mut cx), Poll::Ready(true));
@@ -346,7 +352,7 @@ mod tests {
     // error, so the transport closes the connection instead of finishing a short request.
     #[test]
     fn a_dropped_writer_stops_the_body_with_an_error() {
-        let (mut body, writer) = RequestBody::channel(10);
+        let (mut body, writer) = RequestBody::channel(10, false);
         writer.push(Bytes::from_static(b"0123"));
         drop(writer);
         assert_eq!(poll(&mut body), Poll::Ready(Some(Err(BodyError::DROPPED))));
@@ -356,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_dropped_body_tells_the_writer_to_stop() {
-        let (body, writer) = RequestBody::channel(10);
+        let (body, writer) = RequestBody::channel(10, false);
         drop(body);
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(writer.poll_room(&mut cx), Poll::Ready(false));

@@ -40,6 +40,7 @@
 //!
 //! ```no_run
 //! use resumable_async::{Driver, Event, ReqwestTransport, SeekableSource, TokioTimer};
+//! use resumable_core::Upload as _;
 //! use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 //!
 //! # fn save(_: &resumable_core::gcs::ResumeState) -> std::io::Result<()> { Ok(()) }
@@ -52,7 +53,7 @@
 //!     content_type: http::HeaderValue::from_static("text/plain"),
 //! };
 //! let mut upload = GcsUpload::new(start, config)?;
-//! let mut transport = ReqwestTransport::new()?;
+//! let transport = ReqwestTransport::new()?;
 //! let mut source = SeekableSource::tokio(file);
 //! let mut driver = Driver::new(TokioTimer).on_event(|upload: &GcsUpload, event: &Event<'_>| {
 //!     if let Event::Sending { .. } | Event::Response { .. } = event {
@@ -63,7 +64,7 @@
 //!     Ok(())
 //! });
 //! tokio::select! {
-//!     result = driver.drive(&mut upload, &mut source, &mut transport) => {
+//!     result = driver.drive(&mut upload, &mut source, &transport) => {
 //!         println!("uploaded {} bytes", result?.size);
 //!     }
 //!     () = ctrl_c() => println!("interrupted; the saved state resumes it"),
@@ -95,7 +96,7 @@
 //! };
 //! let mut upload = GcsUpload::new(start, GcsConfig::new(Some(1000))).unwrap();
 //! let stored = std::cell::RefCell::new(Vec::new());
-//! let mut server = transport_fn(|request| {
+//! let server = transport_fn(|request| {
 //!     let stored = &stored;
 //!     async move {
 //!         let response = http::Response::builder();
@@ -113,7 +114,7 @@
 //! });
 //! let mut source = SeekableSource::new(futures::io::Cursor::new(&data));
 //! let completion =
-//!     futures::executor::block_on(drive(&mut upload, &mut source, &mut server, NoWait)).unwrap();
+//!     futures::executor::block_on(drive(&mut upload, &mut source, &server, NoWait)).unwrap();
 //! assert_eq!(completion.size, 1000);
 //! assert_eq!(stored.into_inner(), data);
 //! ```
@@ -141,10 +142,13 @@ mod timer;
 mod transport;
 
 pub use body::{BodyError, RequestBody};
-pub use drive::{DriveError, Driver, Event, HookError, NoHook, Progress, READ_PIECE, drive};
+pub use drive::{Driver, NoHook, drive};
 #[cfg(feature = "reqwest")]
 pub use reqwest_transport::{BuildError, ReqwestOptions, ReqwestTransport};
-pub use source::{SeekableSource, Source, SourceError, StreamError, StreamSource};
+pub use resumable_core::driver::{
+    BodyProgress, DriveError, Event, HookError, READ_PIECE, SourceError, StreamError,
+};
+pub use source::{SeekableSource, Source, StreamSource};
 pub use timer::Timer;
 #[cfg(feature = "tokio")]
 pub use timer::TokioTimer;

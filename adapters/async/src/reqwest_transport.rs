@@ -191,7 +191,7 @@ impl ReqwestTransport {
 }
 
 impl Transport for ReqwestTransport {
-    fn send(&mut self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange> {
+    fn send(&self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange> {
         self.exchange(request)
     }
 }

@@ -16,54 +16,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncSeek};
-
-/// An error a [`StreamSource`]'s stream yielded.
-pub type StreamError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why the source could not give the bytes the upload asked for.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourceError {
-    /// Reading (or seeking) a [`SeekableSource`] failed.
-    #[error("reading the source at byte {offset} failed: {source}")]
-    Io {
-        /// Where the read started.
-        offset: u64,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// A [`StreamSource`]'s stream yielded an error.
-    #[error("the source stream failed at byte {offset}: {source}")]
-    Stream {
-        /// The first byte not yet received.
-        offset: u64,
-        /// The stream's error.
-        #[source]
-        source: StreamError,
-    },
-    /// The source ended before the end of a range a request must send (it shrank, or is
-    /// shorter than the size the upload was given).
-    #[error("the source ended at byte {ended_at}, but a request needs its bytes up to {needed}")]
-    Ended {
-        /// Where the source ended.
-        ended_at: u64,
-        /// The end of the range that was needed.
-        needed: u64,
-    },
-    /// A [`StreamSource`] was asked for bytes it no longer keeps. The upload cannot go on
-    /// from this stream; it could from a seekable copy of the data.
-    #[error(
-        "source bytes from {offset} are needed again, but a non-seekable source keeps only the \
-         bytes from {window_start} on"
-    )]
-    NotBuffered {
-        /// The first byte asked for.
-        offset: u64,
-        /// The first byte still kept.
-        window_start: u64,
-    },
-}
+use resumable_core::driver::{SourceError, StreamError};
 
 /// The bytes of an upload, as the driver reads them.
 ///

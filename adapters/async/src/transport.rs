@@ -16,9 +16,10 @@ pub type Exchange = Result<http::Response<Bytes>, TransportFailure>;
 /// Sends one request and returns its complete response.
 ///
 /// The driver calls [`Transport::send`] for every `Send` action, feeding the body while the
-/// returned future runs, and hands the result to the upload. The future may be dropped at any
-/// point (the upload future was dropped, or the driver stopped the body): dropping it must
-/// abandon the request.
+/// returned future runs, and hands the result to the upload. When the upload allows several
+/// requests in flight, several futures from one transport run at once (an HTTP client's
+/// connection pool serves them). The future may be dropped at any point (the upload future
+/// was dropped, or the driver stopped the body): dropping it must abandon the request.
 pub trait Transport {
     /// Sends `request` (method, URI and headers exactly as given; they include
     /// `Content-Length`, which equals [`RequestBody::len`]) with its body streamed, and returns
@@ -32,15 +33,15 @@ pub trait Transport {
     /// A [`TransportFailure`] when no complete response arrived: connection refused, reset,
     /// timed out, or a response cut short. The upload then queries the server's state before
     /// it sends more (G8).
-    fn send(&mut self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange>;
+    fn send(&self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange>;
 }
 
 impl<F, Fut> Transport for F
 where
-    F: FnMut(http::Request<RequestBody>) -> Fut,
+    F: Fn(http::Request<RequestBody>) -> Fut,
     Fut: Future<Output = Exchange>,
 {
-    fn send(&mut self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange> {
+    fn send(&self, request: http::Request<RequestBody>) -> impl Future<Output = Exchange> {
         self(request)
     }
 }
@@ -49,7 +50,7 @@ where
 /// `transport_fn(|request| async move { … })` needs no annotations.
 pub fn transport_fn<F, Fut>(f: F) -> F
 where
-    F: FnMut(http::Request<RequestBody>) -> Fut,
+    F: Fn(http::Request<RequestBody>) -> Fut,
     Fut: Future<Output = Exchange>,
 {
     f

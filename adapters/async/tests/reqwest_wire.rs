@@ -234,7 +234,7 @@ async fn bodies_go_out_with_content_length_never_chunked() {
     let mut upload = upload_to(addr, source.len() as u64);
     let mut file = SeekableSource::new(futures::io::Cursor::new(source.clone()));
     let completion = Driver::new(TokioTimer)
-        .drive(&mut upload, &mut file, &mut transport())
+        .drive(&mut upload, &mut file, &transport())
         .await
         .unwrap();
 
@@ -326,7 +326,7 @@ async fn a_4xx_is_a_response_not_an_error() {
     let mut upload = upload_to(addr, 10);
     let mut file = SeekableSource::new(futures::io::Cursor::new(vec![1u8; 10]));
     let result = Driver::new(TokioTimer)
-        .drive(&mut upload, &mut file, &mut transport())
+        .drive(&mut upload, &mut file, &transport())
         .await;
     match result {
         Err(DriveError::Upload(resumable_core::Error::Server { status, message })) => {
@@ -483,11 +483,7 @@ async fn an_upload_runs_under_tokio_spawn() {
                 Ok(())
             });
         driver
-            .drive(
-                &mut upload,
-                &mut SeekableSource::tokio(file),
-                &mut transport(),
-            )
+            .drive(&mut upload, &mut SeekableSource::tokio(file), &transport())
             .await
     });
     let completion = task.await.unwrap().unwrap();

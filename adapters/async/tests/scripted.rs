@@ -12,8 +12,8 @@ use futures::StreamExt as _;
 use futures::executor::block_on;
 use http::{Method, Response};
 use resumable_async::{
-    DriveError, Driver, Event, Exchange, Progress, READ_PIECE, RequestBody, SeekableSource, Source,
-    SourceError, Timer, transport_fn,
+    BodyProgress as Progress, DriveError, Driver, Event, Exchange, READ_PIECE, RequestBody,
+    SeekableSource, Source, SourceError, Timer, transport_fn,
 };
 use resumable_core::checksum::{Checksums, crc32c_base64};
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
@@ -215,7 +215,7 @@ fn a_retryable_503_waits_on_the_timer() {
     block_on(Driver::new(timer.clone()).drive(
         &mut upload,
         &mut cursor(&source),
-        &mut transport(&server),
+        &transport(&server),
     ))
     .unwrap();
 
@@ -248,7 +248,7 @@ fn the_final_request_carries_x_goog_hash() {
     let completion = block_on(resumable_async::drive(
         &mut upload,
         &mut cursor(&source),
-        &mut transport(&server),
+        &transport(&server),
         FakeTimer::new(),
     ))
     .unwrap();
@@ -301,7 +301,7 @@ fn a_chunk_is_streamed_as_the_transport_takes_it() {
     block_on(Driver::new(FakeTimer::new()).drive(
         &mut upload,
         &mut source_reader,
-        &mut transport(&server),
+        &transport(&server),
     ))
     .unwrap();
 
@@ -338,7 +338,7 @@ fn reads_are_handed_to_the_core_in_64_kib_pieces_and_only_for_the_final_chunk() 
                 }
                 Ok(())
             })
-            .drive(&mut upload, &mut cursor(&source), &mut transport(&server)),
+            .drive(&mut upload, &mut cursor(&source), &transport(&server)),
     )
     .unwrap();
     assert!(reads.iter().all(|r| r.end - r.start <= READ_PIECE as u64));
@@ -368,7 +368,7 @@ fn progress_counts_body_bytes_sent_and_bytes_persisted() {
                 }
                 Ok(())
             })
-            .drive(&mut upload, &mut cursor(&source), &mut transport(&server)),
+            .drive(&mut upload, &mut cursor(&source), &transport(&server)),
     )
     .unwrap();
 
@@ -410,7 +410,7 @@ fn a_failing_hook_ends_the_drive_before_anything_is_sent() {
                 Event::Sending { send } if !send.body.source.is_empty() => Err("disk full".into()),
                 _ => Ok(()),
             })
-            .drive(&mut upload, &mut cursor(&source), &mut transport(&server)),
+            .drive(&mut upload, &mut cursor(&source), &transport(&server)),
     );
     assert!(matches!(&result, Err(DriveError::Hook(e)) if e.to_string() == "disk full"));
     assert!(server.borrow().log.iter().all(|s| s.body.is_empty()));
@@ -433,7 +433,7 @@ fn a_hook_failing_mid_body_abandons_the_request() {
                 Event::Progress(p) if p.body_sent > 100_000 => Err("stop".into()),
                 _ => Ok(()),
             })
-            .drive(&mut upload, &mut cursor(&source), &mut transport(&server)),
+            .drive(&mut upload, &mut cursor(&source), &transport(&server)),
     );
     assert!(matches!(&result, Err(DriveError::Hook(_))), "{result:?}");
     assert!(reached.get() < CHUNK, "the body was not stopped");

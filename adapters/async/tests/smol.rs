@@ -85,7 +85,7 @@ fn a_smol_file_is_a_seekable_source() {
             .drive(
                 &mut upload,
                 &mut SeekableSource::new(file),
-                &mut smol_hyper_transport(),
+                &smol_hyper_transport(),
             )
             .await;
         let _ = smol::fs::remove_file(&path).await;

@@ -5,6 +5,7 @@
 
 mod common;
 
+use resumable_core::Upload as _;
 use std::time::Duration;
 
 use common::*;
@@ -102,9 +103,9 @@ async fn an_interrupt_keeps_the_session_and_cancel_deletes_it() {
         Ok(())
     });
     let mut file = SeekableSource::new(futures::io::Cursor::new(source.clone()));
-    let mut transport = transport();
+    let transport = transport();
     tokio::select! {
-        result = driver.drive(&mut upload, &mut file, &mut transport) => {
+        result = driver.drive(&mut upload, &mut file, &transport) => {
             panic!("the upload ended before the interrupt: {result:?}")
         }
         _ = interrupted => {}
@@ -114,7 +115,7 @@ async fn an_interrupt_keeps_the_session_and_cancel_deletes_it() {
     assert_eq!(state.persisted, CHUNK);
 
     upload.cancel();
-    let result = driver.drive(&mut upload, &mut file, &mut transport).await;
+    let result = driver.drive(&mut upload, &mut file, &transport).await;
     assert!(
         matches!(
             result,
@@ -142,7 +143,7 @@ async fn an_interrupt_keeps_the_session_and_cancel_deletes_it() {
 async fn resuming_a_stream_skips_acknowledged_bytes() {
     let server = Server::start(ServerConfig::default()).unwrap();
     let source = data(2048 * KIB);
-    let mut transport = transport();
+    let transport = transport();
     let mut first = GcsUpload::new(xml_start(start_url(&server, "")), config(None)).unwrap();
     let (signal, stop) = futures::channel::oneshot::channel::<ResumeState>();
     let mut signal = Some(signal);
@@ -158,7 +159,7 @@ async fn resuming_a_stream_skips_acknowledged_bytes() {
         });
     let mut stream = StreamSource::new(items(&source, 8192));
     let state = tokio::select! {
-        result = driver.drive(&mut first, &mut stream, &mut transport) => {
+        result = driver.drive(&mut first, &mut stream, &transport) => {
             panic!("the upload ended before it was stopped: {result:?}")
         }
         state = stop => state.unwrap(),
@@ -182,7 +183,7 @@ async fn resuming_a_stream_skips_acknowledged_bytes() {
             }
             Ok(())
         })
-        .drive(&mut upload, &mut stream, &mut transport)
+        .drive(&mut upload, &mut stream, &transport)
         .await
         .unwrap();
     assert!(completion.verified.crc32c);

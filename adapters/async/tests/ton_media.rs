@@ -1,6 +1,7 @@
 //! The async driver drives TON and media uploads too (it is generic over the core's `Upload`):
 //! tokio + reqwest against the conformance server's TON and media sides, with faults.
 
+use resumable_core::Upload as _;
 use std::time::Duration;
 
 use futures::io::Cursor;
@@ -44,7 +45,7 @@ async fn ton_upload_through_faults() {
         .drive(
             &mut upload,
             &mut SeekableSource::new(Cursor::new(src.clone())),
-            &mut ReqwestTransport::new().unwrap(),
+            &ReqwestTransport::new().unwrap(),
         )
         .await
         .unwrap();
@@ -82,7 +83,7 @@ async fn media_upload_in_both_forms_with_processing() {
             .drive(
                 &mut upload,
                 &mut SeekableSource::new(Cursor::new(src.clone())),
-                &mut ReqwestTransport::new().unwrap(),
+                &ReqwestTransport::new().unwrap(),
             )
             .await
             .unwrap();
@@ -93,4 +94,41 @@ async fn media_upload_in_both_forms_with_processing() {
         assert_eq!(info.appends.get(&1), Some(&1), "{form:?}: {info:?}");
         assert_eq!(upload.stats().retries, 1, "{form:?}");
     }
+}
+
+// M2: with four APPENDs allowed in flight, the driver sends four at once on one client (each
+// stalled 150 ms by the server so they overlap), one of them answered 503 and retried by its
+// segment_index; the server assembles the media by index, byte-identical.
+#[tokio::test]
+async fn media_appends_go_out_together_on_one_client() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let src = data(8 * 64 * 1024 + 5);
+    let mut config = MediaConfig::new(
+        ApiVersion::V2 {
+            base: server.media_v2_base().parse().unwrap(),
+        },
+        src.len() as u64,
+        "video/mp4",
+    );
+    config.segment_size = 64 * 1024;
+    config.max_in_flight = 4;
+    config.retry = quick();
+    config.headers.insert(
+        "x-resumable-session-faults",
+        HeaderValue::from_static("media.append=stall:150ms; media.append#3=status:503"),
+    );
+    let mut upload = MediaUpload::new(config).unwrap();
+    let done = Driver::new(TokioTimer)
+        .drive(
+            &mut upload,
+            &mut SeekableSource::new(Cursor::new(src.clone())),
+            &ReqwestTransport::new().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(server.media(&done.media_id).unwrap(), src);
+    assert_eq!(server.peak_concurrent_requests(), 4);
+    let info = server.media_info(&done.media_id).unwrap();
+    assert_eq!(info.segments, 9, "{info:?}");
+    assert_eq!(upload.stats().retries, 1);
 }

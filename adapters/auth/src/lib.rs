@@ -3,8 +3,8 @@
 //!
 //! The core stays auth-agnostic: it emits each request as an
 //! [`Action::Send`](resumable_core::Action::Send). A driver holds
-//! a [`Signer`] and calls [`Signer::sign_send`] on every `Send` **right before sending it** —
-//! retries included, since each is a new `Send` and OAuth 1.0a needs a fresh nonce and
+//! a [`Signer`] and calls [`Signer::sign_send`] on every `Transmit` **right before sending it** —
+//! retries included, since each is a new `Transmit` and OAuth 1.0a needs a fresh nonce and
 //! timestamp per request. Signing is synchronous and does no I/O, so a blocking and an async
 //! driver use it alike.
 //!

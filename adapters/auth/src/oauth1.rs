@@ -9,7 +9,7 @@
 //! name, then encoded value.
 //!
 //! Each signed request gets a fresh `oauth_nonce` and `oauth_timestamp`, so a retry (which the
-//! core hands out as a new `Send`) is signed anew.
+//! core hands out as a new `Transmit`) is signed anew.
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 
 use http::Request;
 use http::header::CONTENT_TYPE;
-use resumable_core::{Body, Send};
+use resumable_core::{Body, Transmit};
 
 use crate::bearer::BearerSigner;
 use crate::oauth1::OAuth1Signer;
@@ -14,9 +14,9 @@ const FORM_URLENCODED: &str = "application/x-www-form-urlencoded";
 
 /// Adds credentials to the requests a driver is about to send.
 ///
-/// The core stays auth-agnostic: it emits each request as an [`resumable_core::Send`] and the
+/// The core stays auth-agnostic: it emits each request as an [`resumable_core::Transmit`] and the
 /// driver calls [`Signer::sign_send`] (or [`Signer::sign`]) on it **right before sending it,
-/// every time** — a retry is a new `Send` and must be signed again (OAuth 1.0a: a fresh nonce and
+/// every time** — a retry is a new `Transmit` and must be signed again (OAuth 1.0a: a fresh nonce and
 /// timestamp). Sign after any other change to the method, URI, `Content-Type` or body, then
 /// send the request exactly as signed.
 ///
@@ -39,7 +39,7 @@ pub trait Signer {
     ///
     /// # Errors
     /// As [`Signer::sign`].
-    fn sign_send(&mut self, send: &mut Send) -> Result<Signed, SignError> {
+    fn sign_send(&mut self, send: &mut Transmit) -> Result<Signed, SignError> {
         self.sign(&mut send.request, &send.body)
     }
 }

@@ -10,7 +10,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Uri};
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 use resumable_core::media::{ApiVersion, MediaConfig, MediaUpload};
-use resumable_core::{Action, Body, Send as SendAction, SessionUri, Upload};
+use resumable_core::{Action, Body, SessionUri, Transmit, Upload};
 
 use crate::oauth1::{authorize, base_string_uri, encode, signature_base_string};
 use crate::*;
@@ -540,7 +540,7 @@ fn broken_clock_and_nonce_sources_are_errors() {
 
 /// The XML start (G1) of a GCS upload to a signed URL on `origin`, and the first chunk to the
 /// session URI the start answer names.
-fn gcs_requests(origin: &str) -> (SendAction, SendAction) {
+fn gcs_requests(origin: &str) -> (Transmit, Transmit) {
     let source = vec![5u8; 1000];
     let start = Start::Xml {
         url: format!(
@@ -922,7 +922,7 @@ fn secrets_never_appear_in_debug_display_or_errors() {
     show(&oauth1_signer, None);
     show(&bearer_signer, None);
 
-    // Signed requests, through the core's redacting Debug of a Send.
+    // Signed requests, through the core's redacting Debug of a Transmit.
     let mut config = MediaConfig::new(ApiVersion::v1_1(), 10, "image/gif");
     config.segment_size = 10;
     let mut upload = MediaUpload::new(config).unwrap();

@@ -6,39 +6,21 @@ use std::io::{self, Read};
 
 use bytes::{Buf as _, Bytes};
 
-use crate::drive::HookError;
-use crate::source::SourceError;
-
-/// Why the driver stopped a request body part-way; reported instead of the transport's
-/// outcome once the transport returns.
-#[derive(Debug)]
-pub(crate) enum Abort {
-    /// The source could not give the bytes the body needs.
-    Source(SourceError),
-    /// The caller's hook failed.
-    Hook(HookError),
-    /// The interrupt flag was raised.
-    Interrupted,
-    /// The upload refused the sent bytes the driver handed in: a driver bug.
-    Usage(resumable_core::UsageError),
-}
+use resumable_core::driver::{SourceError, Stop};
 
 /// How far a body has been read, reported to the driver after every read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BodySent<'b> {
     /// Body bytes read so far.
     pub(crate) sent: u64,
-    /// The source offset of the next source byte to send.
-    pub(crate) source_position: u64,
-    /// Bytes read by this read.
-    pub(crate) delta: u64,
     /// The source bytes this read handed to the transport (empty for prefix and suffix
-    /// bytes); they start at `source_position - source_bytes.len()`.
+    /// bytes), and the source offset where they start.
     pub(crate) source_bytes: &'b [u8],
+    pub(crate) source_offset: u64,
 }
 
 /// Called as body bytes are handed to the transport; an error stops the body.
-pub(crate) type BodyObserver<'a> = dyn FnMut(BodySent<'_>) -> Result<(), Abort> + 'a;
+pub(crate) type BodyObserver<'a> = dyn FnMut(BodySent<'_>) -> Result<(), Stop> + 'a;
 
 /// The body of one request, handed to [`Transport::send`](crate::Transport::send) as a
 /// [`Read`] of exactly [`RequestBody::len`] bytes: the core's prefix, the source range, then
@@ -60,7 +42,7 @@ pub struct RequestBody<'a> {
     len: u64,
     sent: u64,
     observer: Option<&'a mut BodyObserver<'a>>,
-    abort: Option<Abort>,
+    abort: Option<Stop>,
 }
 
 impl RequestBody<'static> {
@@ -126,11 +108,11 @@ impl<'a> RequestBody<'a> {
     }
 
     /// Why the body was stopped, if it was; taken by the driver after the transport returns.
-    pub(crate) fn take_abort(&mut self) -> Option<Abort> {
+    pub(crate) fn take_abort(&mut self) -> Option<Stop> {
         self.abort.take()
     }
 
-    fn stop(&mut self, abort: Abort, message: &'static str) -> io::Error {
+    fn stop(&mut self, abort: Stop, message: &'static str) -> io::Error {
         self.abort = Some(abort);
         // Not `Interrupted`: some readers retry on that kind.
         io::Error::other(message)
@@ -153,7 +135,7 @@ impl<'a> RequestBody<'a> {
             // A source that ends inside the range would leave the request short of its
             // Content-Length: stop, never pad or send short.
             Ok(0) => Err(self.stop(
-                Abort::Source(SourceError::Ended {
+                Stop::Source(SourceError::Ended {
                     ended_at: offset,
                     needed: self.source_start + self.source_len,
                 }),
@@ -165,7 +147,7 @@ impl<'a> RequestBody<'a> {
                 Ok(n)
             }
             Err(source) => Err(self.stop(
-                Abort::Source(SourceError::Io { offset, source }),
+                Stop::Source(SourceError::Io { offset, source }),
                 "reading the source failed",
             )),
         }
@@ -199,11 +181,15 @@ impl Read for RequestBody<'_> {
         }
         self.sent += n as u64;
         if let Some(observer) = self.observer.as_mut() {
+            let source_end = self.source_start + self.source_sent;
             let progress = BodySent {
                 sent: self.sent,
-                source_position: self.source_start + self.source_sent,
-                delta: n as u64,
                 source_bytes: if from_source { &buf[..n] } else { &[] },
+                source_offset: if from_source {
+                    source_end - n as u64
+                } else {
+                    source_end
+                },
             };
             if let Err(abort) = observer(progress) {
                 return Err(self.stop(abort, "the request body was stopped by the driver"));
@@ -272,7 +258,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::Other);
         assert_eq!(out, b"01234");
         match body.take_abort() {
-            Some(Abort::Source(SourceError::Ended { ended_at, needed })) => {
+            Some(Stop::Source(SourceError::Ended { ended_at, needed })) => {
                 assert_eq!((ended_at, needed), (105, 110));
             }
             other => panic!("unexpected abort {other:?}"),

@@ -20,6 +20,7 @@
 //! use std::sync::Arc;
 //! use std::sync::atomic::AtomicBool;
 //! use resumable_blocking::{Driver, Event, SeekableSource, UreqTransport};
+//! use resumable_core::Upload as _;
 //! use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 //!
 //! # fn save(_: &resumable_core::gcs::ResumeState) -> std::io::Result<()> { Ok(()) }
@@ -86,15 +87,18 @@
 #![deny(missing_docs)]
 
 mod body;
+mod clock;
 mod drive;
 mod source;
 mod transport;
 mod ureq_transport;
 
 pub use body::RequestBody;
-pub use drive::{
-    Clock, DriveError, Driver, Event, HookError, Progress, READ_PIECE, SystemClock, drive,
+pub use clock::{Clock, SystemClock};
+pub use drive::{Driver, drive};
+pub use resumable_core::driver::{
+    BodyProgress, DriveError, Event, HookError, READ_PIECE, SourceError,
 };
-pub use source::{SeekableSource, Source, SourceError, StreamSource};
+pub use source::{SeekableSource, Source, StreamSource};
 pub use transport::{Transport, transport_fn};
 pub use ureq_transport::{UreqOptions, UreqTransport};

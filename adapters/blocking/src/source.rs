@@ -4,41 +4,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 
-/// Why the source could not give the bytes the upload asked for.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SourceError {
-    /// Reading (or seeking) the source failed.
-    #[error("reading the source at byte {offset} failed: {source}")]
-    Io {
-        /// Where the read started.
-        offset: u64,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The source ended before the end of a range a request must send (it shrank, or is
-    /// shorter than the size the upload was given).
-    #[error("the source ended at byte {ended_at}, but a request needs its bytes up to {needed}")]
-    Ended {
-        /// Where the source ended.
-        ended_at: u64,
-        /// The end of the range that was needed.
-        needed: u64,
-    },
-    /// A non-seekable source was asked for bytes it no longer keeps. The upload cannot go on
-    /// from this stream; it could from a seekable copy of the data.
-    #[error(
-        "source bytes from {offset} are needed again, but a non-seekable source keeps only the \
-         bytes from {window_start} on"
-    )]
-    NotBuffered {
-        /// The first byte asked for.
-        offset: u64,
-        /// The first byte still kept.
-        window_start: u64,
-    },
-}
+use resumable_core::driver::SourceError;
 
 /// The bytes of an upload, as the driver reads them.
 ///
@@ -192,7 +158,7 @@ impl<R: Read> StreamSource<R> {
             window_start: 0,
             floor: 0,
             ended: false,
-            piece: crate::drive::READ_PIECE,
+            piece: resumable_core::driver::READ_PIECE,
             peak_capacity: 0,
         }
     }

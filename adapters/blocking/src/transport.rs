@@ -27,6 +27,13 @@ pub trait Transport {
         request: &http::Request<()>,
         body: &mut RequestBody<'_>,
     ) -> Result<http::Response<Bytes>, TransportFailure>;
+
+    /// Another transport like this one, to send a request at the same time as others (on its
+    /// own thread and connection), when the upload allows several in flight. `None`, the
+    /// default, means requests go out one at a time.
+    fn fork(&mut self) -> Option<Box<dyn Transport + Send>> {
+        None
+    }
 }
 
 impl<F> Transport for F

@@ -118,6 +118,12 @@ impl UreqTransport {
 }
 
 impl Transport for UreqTransport {
+    /// Another handle on the same agent: its connection pool is shared, so requests sent at
+    /// the same time each take a connection of their own.
+    fn fork(&mut self) -> Option<Box<dyn Transport + Send>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn send(
         &mut self,
         request: &http::Request<()>,

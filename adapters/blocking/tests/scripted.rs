@@ -1,6 +1,7 @@
 //! The driver against scripted GCS exchanges (closures, no sockets): each test names the
 //! behaviour it checks and the rule it comes from (docs/protocols).
 
+use resumable_core::Upload as _;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{Cursor, Read};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use resumable_blocking::{
-    Clock, DriveError, Driver, Event, Progress, RequestBody, SeekableSource, SourceError,
-    StreamSource, transport_fn,
+    BodyProgress as Progress, Clock, DriveError, Driver, Event, RequestBody, SeekableSource,
+    SourceError, StreamSource, transport_fn,
 };
 use resumable_core::checksum::{Checksums, crc32c_base64};
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, HashedPrefix, ResumeState, Start};

@@ -1,6 +1,7 @@
 //! The driver and `UreqTransport` against real sockets on 127.0.0.1: a tiny GCS-like server
 //! (one thread, one request per connection) and a few misbehaving ones.
 
+use resumable_core::Upload as _;
 use std::io::{BufRead, BufReader, Cursor, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};

@@ -23,13 +23,11 @@ use resumable_core::compliance::{
     CompletedJob, ComplianceConfig, ComplianceJob, DEFAULT_API_BASE, JobError, JobType, Phase,
     SavedPhase,
 };
-use resumable_core::{Error, Upload as _};
+use resumable_core::{Error, SavedState, Upload as _};
 
 use crate::Failure;
 use crate::output::{Progress, print_result};
-use crate::run::{
-    self, Run, RunArgs, Saveable as _, Started, StateFile, open_input, parse_url, unix_now, usage,
-};
+use crate::run::{self, Run, RunArgs, Started, StateFile, open_input, parse_url, unix_now, usage};
 use crate::size::{human, parse_duration};
 
 /// What the file's ids are (C1 `type`).
@@ -141,7 +139,10 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         &destination,
         &base_text,
     )?;
-    let saved = saved.and_then(|s| s.compliance);
+    let saved = saved.and_then(|s| match s.state {
+        SavedState::Compliance(state) => Some(state),
+        _ => None,
+    });
     if let Some(saved) = &saved {
         // C2: an unfinished upload cannot go on past upload_expires_at.
         if let Err(e) = saved.check_upload_url(unix_now()) {
@@ -228,7 +229,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     // Keep the job until its results are safely downloaded: a run interrupted from here on
     // polls the same job once more and downloads again.
     if let Some(saved) = job.resume_state() {
-        state.save(ComplianceJob::saved(saved)).map_err(|e| {
+        state.save(saved.into()).map_err(|e| {
             Failure::upload(
                 "local",
                 vec![format!("saving the resume state failed: {e}")],
@@ -280,7 +281,7 @@ impl Narrator {
                         human(self.total.unwrap_or(0))
                     ));
                 }
-                let polls = job.stats().polls;
+                let polls = job.stats().status_polls;
                 if polls > self.shown_polls {
                     self.shown_polls = polls;
                     if let Some(info) = job.job() {
@@ -312,7 +313,7 @@ fn job_verdict(state: &StateFile, job: &ComplianceJob, verdict: JobError) -> Fai
     let mut lines = vec![verdict.to_string()];
     if verdict.is_resumable() && job.resume_state().is_some() && state.path().is_some() {
         if let Some(saved) = job.resume_state() {
-            let _ = state.save(ComplianceJob::saved(saved));
+            let _ = state.save(saved.into());
         }
         lines.push("the job is kept: run the same command again to poll it again".into());
         return Failure::upload("compliance_job", lines).with_resume(
@@ -350,7 +351,7 @@ fn stage_failure(
     let kind = run::error_kind(error);
     match (job.resume_state(), state.path()) {
         (Some(saved), Some(p)) if error.is_resumable() => {
-            let _ = state.save(ComplianceJob::saved(saved));
+            let _ = state.save(saved.into());
             lines.push(format!(
                 "the job is kept: run the same command again to continue it (resume state: {})",
                 p.display()
@@ -664,7 +665,7 @@ fn report(
             "out": out,
             "download_bytes": downloaded.bytes,
             "download_expires_at": done.job.download_expires_at,
-            "polls": stats.polls,
+            "polls": stats.status_polls,
             "resumed": resumed,
             "requests": stats.requests + downloaded.requests,
             "retries": stats.retries + downloaded.retries,

@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use http::{HeaderMap, HeaderValue, Uri};
-use resumable_core::SessionUri;
 use resumable_core::chunk::{GCS_GRANULE, round_to_granule};
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Start};
+use resumable_core::{SavedState, SessionUri, Upload as _};
 
 use crate::Failure;
 use crate::output::{Progress, print_result};
@@ -106,7 +106,7 @@ pub struct Report {
     /// The core's completion.
     pub done: GcsCompletion,
     /// Requests, retries, where it resumed from.
-    pub stats: resumable_core::gcs::Stats,
+    pub stats: resumable_core::Stats,
 }
 
 /// Runs `resumable gcs`.
@@ -172,7 +172,10 @@ pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure>
         &destination,
         &job.url,
     )?;
-    let saved = saved.and_then(|s| s.gcs);
+    let saved = saved.and_then(|s| match s.state {
+        SavedState::Gcs(state) => Some(state),
+        _ => None,
+    });
 
     let mut config = GcsConfig::new(input.total);
     config.chunk_size = job.chunk;

@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicBool;
 use clap::{Args, ValueEnum};
 use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
 use resumable_core::media::{
-    ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaStats, MediaUpload, ProcessingState,
+    ApiForm, ApiVersion, MediaCompletion, MediaConfig, MediaUpload, ProcessingState,
 };
+use resumable_core::{SavedState, Upload as _};
 
 use crate::Failure;
 use crate::output::{Progress, print_result};
@@ -77,7 +78,7 @@ pub struct MediaReport {
     /// The core's completion.
     pub done: MediaCompletion,
     /// Requests, retries, status polls.
-    pub stats: MediaStats,
+    pub stats: resumable_core::Stats,
     /// Where a resumed upload went on from (the next unacknowledged segment's offset).
     pub resumed_from: Option<u64>,
     /// The API form used.
@@ -137,16 +138,21 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     let form = config.api.form();
     let progress = Progress::new(!args.run.no_progress, input.total, &input.label);
     // M5: an expired media id takes no more APPENDs: start over with a new INIT.
-    let saved = saved.and_then(|s| s.media).filter(|s| {
-        let expired = s.is_expired(unix_now());
-        if expired {
-            progress.note(&format!(
-                "the saved media id {} has expired; starting a new upload",
-                s.media_id
-            ));
-        }
-        !expired
-    });
+    let saved = saved
+        .and_then(|s| match s.state {
+            SavedState::Media(state) => Some(state),
+            _ => None,
+        })
+        .filter(|s| {
+            let expired = s.is_expired(unix_now());
+            if expired {
+                progress.note(&format!(
+                    "the saved media id {} has expired; starting a new upload",
+                    s.media_id
+                ));
+            }
+            !expired
+        });
     let resumed_from = saved.as_ref().map(|s| s.next_offset);
     let mut upload = match saved {
         Some(state) => MediaUpload::resume(config, state),

@@ -15,11 +15,9 @@ use resumable_auth::{AnySigner, Signer as _};
 use resumable_blocking::{
     DriveError, Driver, Event, HookError, SeekableSource, Source, StreamSource, UreqTransport,
 };
-use resumable_core::compliance::ComplianceJob;
-use resumable_core::gcs::GcsUpload;
-use resumable_core::media::MediaUpload;
-use resumable_core::ton::TonUpload;
-use resumable_core::{Error, IntegrityError, RetryPolicy, Retrying, Upload, UsageError};
+use resumable_core::{
+    Error, IntegrityError, RetryPolicy, Retrying, SavedState, Upload, UsageError,
+};
 
 use crate::Failure;
 use crate::output::Progress;
@@ -224,10 +222,10 @@ impl StateFile {
         {
             return other(format!("an upload to {}", destination.shown));
         }
-        if saved.fingerprint().is_some_and(|f| f != fingerprint) {
+        if saved.state.fingerprint() != fingerprint {
             let input = if fingerprint == "stdin" {
                 "an upload of a file, not of stdin".to_owned()
-            } else if saved.fingerprint() == Some("stdin") {
+            } else if saved.state.fingerprint() == "stdin" {
                 "an upload of stdin, not of this file".to_owned()
             } else {
                 "an upload of another file, or of this one before it changed (its size or \
@@ -244,8 +242,9 @@ impl StateFile {
         self.path.as_deref()
     }
 
-    /// Writes `saved` with what it is for (protocol, destination).
-    pub fn save(&self, mut saved: Saved) -> io::Result<()> {
+    /// Writes `state` with what it is for (protocol, destination).
+    pub fn save(&self, state: SavedState) -> io::Result<()> {
+        let mut saved = Saved::new(state);
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -261,68 +260,6 @@ impl StateFile {
         }
         if let Some(lock) = &self.lock {
             lock.remove();
-        }
-    }
-}
-
-/// An upload whose resume state the tool saves between runs.
-pub trait Saveable: Upload {
-    /// Its resume state.
-    type State: Clone + PartialEq;
-    /// The state to save now, if any.
-    fn state(&self) -> Option<Self::State>;
-    /// The state as the file holds it.
-    fn saved(state: Self::State) -> Saved;
-}
-
-impl Saveable for GcsUpload {
-    type State = resumable_core::gcs::ResumeState;
-    fn state(&self) -> Option<Self::State> {
-        self.resume_state()
-    }
-    fn saved(state: Self::State) -> Saved {
-        Saved {
-            gcs: Some(state),
-            ..Saved::new("gcs")
-        }
-    }
-}
-
-impl Saveable for TonUpload {
-    type State = resumable_core::ton::TonResumeState;
-    fn state(&self) -> Option<Self::State> {
-        self.resume_state()
-    }
-    fn saved(state: Self::State) -> Saved {
-        Saved {
-            ton: Some(state),
-            ..Saved::new("ton")
-        }
-    }
-}
-
-impl Saveable for MediaUpload {
-    type State = resumable_core::media::MediaResumeState;
-    fn state(&self) -> Option<Self::State> {
-        self.resume_state()
-    }
-    fn saved(state: Self::State) -> Saved {
-        Saved {
-            media: Some(state),
-            ..Saved::new("media")
-        }
-    }
-}
-
-impl Saveable for ComplianceJob {
-    type State = resumable_core::compliance::ComplianceResumeState;
-    fn state(&self) -> Option<Self::State> {
-        self.resume_state()
-    }
-    fn saved(state: Self::State) -> Saved {
-        Saved {
-            compliance: Some(state),
-            ..Saved::new("compliance")
         }
     }
 }
@@ -349,7 +286,7 @@ pub type Narrate<'a, U> = dyn FnMut(&U, &Event<'_>, &Progress) + 'a;
 /// Drives `upload` to its end over ureq, saving its state before every request and after
 /// responses, showing progress and every retry, and calling `narrate` on every event. On
 /// success the state file is removed.
-pub fn drive<U: Saveable>(
+pub fn drive<U: Upload<State: Into<SavedState>>>(
     upload: &mut U,
     source: &mut dyn Source,
     total: Option<u64>,
@@ -427,19 +364,19 @@ pub fn describe_retry(retry: &Retrying) -> String {
 }
 
 /// Saves the resume state when it differs from what was saved last.
-fn save_if_changed<U: Saveable>(
+fn save_if_changed<U: Upload<State: Into<SavedState>>>(
     state: &StateFile,
     upload: &U,
     last: &mut Option<U::State>,
 ) -> Result<(), HookError> {
-    let Some(current) = upload.state() else {
+    let Some(current) = upload.resume_state() else {
         return Ok(());
     };
     if last.as_ref() == Some(&current) {
         return Ok(());
     }
     state
-        .save(U::saved(current.clone()))
+        .save(current.clone().into())
         .map_err(|e| format!("saving the resume state failed: {e}"))?;
     *last = Some(current);
     Ok(())
@@ -455,14 +392,14 @@ pub struct Started {
 /// Turns how a drive ended into the tool's failure: the cause in words, whether and how it
 /// can be resumed (its state is kept then, otherwise dropped), for the text and the `--json`
 /// failure object.
-pub fn failure<U: Saveable>(
+pub fn failure<U: Upload<State: Into<SavedState>>>(
     error: DriveError,
     upload: &U,
     file: &Path,
     state: &StateFile,
     started: Started,
 ) -> Failure {
-    let resumable_later = upload.state().is_some();
+    let resumable_later = upload.resume_state().is_some();
     let persisted = Some(upload.persisted());
     let keep = |failure: Failure| {
         let _ = save_if_changed(state, upload, &mut None);

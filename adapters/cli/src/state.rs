@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use resumable_core::SavedState;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -31,48 +32,26 @@ use sha2::{Digest as _, Sha256};
 pub struct Saved {
     /// Format version; a file of another version is ignored.
     pub version: u32,
-    /// Which protocol the state is for ("gcs", "ton", "media", "compliance").
+    /// Which protocol the state is for ("gcs", "ton", "media", "compliance"); the same as the
+    /// tag of `state`, kept for files written before it was a tag.
     pub protocol: String,
     /// Where the upload goes. States written before this field existed have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
-    /// The core's GCS resume state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcs: Option<resumable_core::gcs::ResumeState>,
-    /// The core's TON resume state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ton: Option<resumable_core::ton::TonResumeState>,
-    /// The core's media resume state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<resumable_core::media::MediaResumeState>,
-    /// The core's compliance job state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compliance: Option<resumable_core::compliance::ComplianceResumeState>,
+    /// The core's resume state, under the protocol's name.
+    #[serde(flatten)]
+    pub state: SavedState,
 }
 
 impl Saved {
-    /// An empty state of the current version for `protocol`.
-    pub fn new(protocol: &str) -> Self {
+    /// A state of the current version; what it is for is filled in when it is saved.
+    pub fn new(state: SavedState) -> Self {
         Saved {
             version: VERSION,
-            protocol: protocol.to_owned(),
+            protocol: state.protocol().to_owned(),
             destination: None,
-            gcs: None,
-            ton: None,
-            media: None,
-            compliance: None,
+            state,
         }
-    }
-}
-
-impl Saved {
-    /// The input fingerprint the protocol's state records.
-    pub fn fingerprint(&self) -> Option<&str> {
-        let gcs = self.gcs.as_ref().map(|s| s.fingerprint.as_str());
-        let ton = self.ton.as_ref().map(|s| s.fingerprint.as_str());
-        let media = self.media.as_ref().map(|s| s.fingerprint.as_str());
-        let compliance = self.compliance.as_ref().map(|s| s.fingerprint.as_str());
-        gcs.or(ton).or(media).or(compliance)
     }
 }
 
@@ -262,17 +241,34 @@ mod tests {
     use resumable_core::gcs::ResumeState;
 
     fn saved() -> Saved {
-        Saved {
-            gcs: Some(ResumeState {
-                session: SessionUri::parse("http://127.0.0.1:1/s?upload_id=x").unwrap(),
-                total: Some(10),
-                persisted: 4,
-                sent: Some(8),
-                crc32c: None,
-                fingerprint: "f".into(),
-                foreign: false,
-            }),
-            ..Saved::new("gcs")
+        Saved::new(SavedState::Gcs(ResumeState {
+            session: SessionUri::parse("http://127.0.0.1:1/s?upload_id=x").unwrap(),
+            total: Some(10),
+            persisted: 4,
+            sent: Some(8),
+            crc32c: None,
+            fingerprint: "f".into(),
+            foreign: false,
+        }))
+    }
+
+    // A state file written before the state was a tagged value reads the same: the protocol's
+    // state under its name, beside the protocol field.
+    #[test]
+    fn the_state_file_format_is_unchanged() {
+        let text = serde_json::to_value(saved()).unwrap();
+        assert_eq!(text["protocol"], "gcs");
+        assert_eq!(text["gcs"]["persisted"], 4);
+        assert_eq!(text["gcs"]["sent"], 8);
+        let old = r#"{"version":1,"protocol":"ton","ton":{"location":"http://127.0.0.1:1/t/1",
+            "total":10,"persisted":4,"sent":4,"min_chunk":1,"max_chunk":4,"expires":null,
+            "fingerprint":"f"}}"#;
+        match serde_json::from_str::<Saved>(old) {
+            Ok(Saved {
+                state: SavedState::Ton(ton),
+                ..
+            }) => assert_eq!(ton.persisted, 4),
+            other => panic!("an older TON state did not read: {other:?}"),
         }
     }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 use clap::Args;
 use http::HeaderValue;
 use resumable_auth::{CredentialKind, Credentials, EnvError, SignScope};
-use resumable_core::ton::{Stats, TonCompletion, TonConfig, TonStart, TonUpload};
+use resumable_core::ton::{TonCompletion, TonConfig, TonStart, TonUpload};
+use resumable_core::{SavedState, Stats, Upload as _};
 
 use crate::Failure;
 use crate::output::{Progress, print_result};
@@ -113,7 +114,10 @@ pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, 
         &destination,
         &args.bucket_url,
     )?;
-    let saved = saved.and_then(|s| s.ton);
+    let saved = saved.and_then(|s| match s.state {
+        SavedState::Ton(state) => Some(state),
+        _ => None,
+    });
 
     let mut config = TonConfig::new(content_type, total);
     config.chunk_size = chunk;

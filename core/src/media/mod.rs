@@ -52,6 +52,7 @@
 //!             upload.handle_response(now, send.id, response.unwrap()).unwrap();
 //!         }
 //!         Action::Wait(until) => now = until, // a real driver sleeps until then
+//!         Action::Idle => unreachable!("every request is answered before the next poll"),
 //!         Action::Read(_) => unreachable!("media uploads never ask to read"),
 //!         Action::Done(outcome) => break outcome,
 //!     }
@@ -108,10 +109,11 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 
-use crate::action::{Action, Body, RequestId, Send, TransportFailure, Upload};
+use crate::action::{Action, Body, Progress, RequestId, Stats, Transmit, TransportFailure, Upload};
+use crate::engine::Engine;
 use crate::error::{Error, IntegrityError, ProtocolViolation, RetryCause, UsageError};
 use crate::response;
-use crate::retry::{Attempt, Backoff, RetryPolicy, Retrying};
+use crate::retry::{Attempt, RetryPolicy, Retrying};
 use crate::secret::{RedactedHeaders, check_absolute_http};
 
 pub use plan::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SEGMENTS, SegmentPlan};
@@ -370,19 +372,6 @@ pub struct MediaCompletion {
     pub body: Bytes,
 }
 
-/// Counters for reporting (the CLI's `--json`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MediaStats {
-    /// Requests handed out.
-    pub requests: u64,
-    /// Retries scheduled after failures.
-    pub retries: u64,
-    /// Source bytes handed out in APPEND bodies (re-sent segments count again).
-    pub bytes_sent: u64,
-    /// STATUS answers read.
-    pub status_polls: u32,
-}
-
 /// The request kinds of this protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -396,13 +385,69 @@ enum Kind {
     Status,
 }
 
-/// Which command comes next when none is in flight and no wait is pending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the upload stands, with what only that step needs.
+#[derive(Clone, Debug)]
 enum Phase {
+    /// M1, M6: INIT is due.
     Init,
-    Append,
+    /// M2: APPENDs, several at a time when allowed, answered in any order.
+    Append(Segments),
+    /// M3: every segment is acknowledged; FINALIZE is due.
     Finalize,
-    Status,
+    /// M4: processing; STATUS is polled, with the latest `processing_info` (none yet for a
+    /// resumed upload).
+    Status(Option<ProcessingInfo>),
+}
+
+/// Which segments the server acknowledged, and which are due (M2).
+#[derive(Clone, Debug)]
+struct Segments {
+    /// Per segment: acknowledged with a 2xx.
+    acked: Vec<bool>,
+    /// Segments `0..acked_prefix` are all acknowledged.
+    acked_prefix: u32,
+    /// The first segment never handed out.
+    next_new: u32,
+    /// Segments whose APPEND failed, to be sent again with the same index (M2).
+    resend: BTreeSet<u32>,
+}
+
+impl Segments {
+    /// `count` segments, of which the first `acked` are acknowledged.
+    fn new(count: u32, acked: u32) -> Self {
+        let mut segments = Segments {
+            acked: vec![false; count as usize],
+            acked_prefix: 0,
+            next_new: acked,
+            resend: BTreeSet::new(),
+        };
+        for index in 0..acked {
+            segments.ack(index);
+        }
+        segments
+    }
+
+    fn ack(&mut self, index: u32) {
+        if let Some(slot) = self.acked.get_mut(index as usize) {
+            *slot = true;
+        }
+        while self.acked.get(self.acked_prefix as usize) == Some(&true) {
+            self.acked_prefix += 1;
+        }
+    }
+
+    /// The segment to hand out next, if one is due: a failed one first (M2: the same index
+    /// again), else the first never sent.
+    fn due(&self, count: u32) -> Option<u32> {
+        self.resend
+            .first()
+            .copied()
+            .or_else(|| (self.next_new < count).then_some(self.next_new))
+    }
+
+    fn all_acked(&self) -> bool {
+        self.acked_prefix as usize == self.acked.len()
+    }
 }
 
 /// The media id and the requests built from it (checked once, so building never fails).
@@ -446,21 +491,7 @@ pub struct MediaUpload {
     expires_at_unix: Option<u64>,
 
     phase: Phase,
-    /// Per segment: acknowledged with a 2xx.
-    acked: Vec<bool>,
-    /// Segments `0..acked_prefix` are all acknowledged.
-    acked_prefix: u32,
-    /// The first segment never handed out.
-    next_new: u32,
-    /// Segments whose APPEND failed, to be sent again with the same index (M2).
-    resend: BTreeSet<u32>,
-    in_flight: Vec<(RequestId, Kind)>,
-    wait_until: Option<Instant>,
-    processing: Option<ProcessingInfo>,
-    outcome: Option<Result<MediaCompletion, Error>>,
-    backoff: Backoff,
-    next_id: u64,
-    stats: MediaStats,
+    engine: Engine<Kind, MediaCompletion>,
 }
 
 impl fmt::Debug for MediaUpload {
@@ -469,10 +500,8 @@ impl fmt::Debug for MediaUpload {
             .field("api", &self.api.form())
             .field("plan", &self.plan)
             .field("phase", &self.phase)
-            .field("acked_prefix", &self.acked_prefix)
-            .field("in_flight", &self.in_flight)
-            .field("processing", &self.processing)
-            .field("outcome", &self.outcome)
+            .field("in_flight", &self.engine.flights().len())
+            .field("outcome", &self.engine.outcome())
             .finish_non_exhaustive()
     }
 }
@@ -529,14 +558,10 @@ impl MediaUpload {
         upload.media = Some(media);
         upload.expires_after_secs = state.expires_after_secs;
         upload.expires_at_unix = state.expires_at_unix;
-        for index in 0..state.next_segment {
-            upload.ack(index);
-        }
-        upload.next_new = state.next_segment;
         upload.phase = if state.finalized {
-            Phase::Status
+            Phase::Status(None)
         } else {
-            Phase::Append
+            Phase::Append(Segments::new(upload.plan.count(), state.next_segment))
         };
         Ok(upload)
     }
@@ -587,7 +612,6 @@ impl MediaUpload {
         Ok(MediaUpload {
             api: config.api,
             init,
-            acked: vec![false; plan.count() as usize],
             plan,
             media_type: config.media_type,
             media_category: config.media_category,
@@ -603,16 +627,7 @@ impl MediaUpload {
             expires_at: None,
             expires_at_unix: None,
             phase: Phase::Init,
-            acked_prefix: 0,
-            next_new: 0,
-            resend: BTreeSet::new(),
-            in_flight: Vec::new(),
-            wait_until: None,
-            processing: None,
-            outcome: None,
-            backoff: Backoff::new(config.retry),
-            next_id: 0,
-            stats: MediaStats::default(),
+            engine: Engine::new(config.retry),
         })
     }
 
@@ -635,7 +650,10 @@ impl MediaUpload {
 
     /// The latest `processing_info` (for a progress display while polling STATUS).
     pub fn processing(&self) -> Option<&ProcessingInfo> {
-        self.processing.as_ref()
+        match &self.phase {
+            Phase::Status(info) => info.as_ref(),
+            _ => None,
+        }
     }
 
     /// When the media id expires: INIT's answer time plus `expires_after_secs` (M5). `None`
@@ -644,21 +662,12 @@ impl MediaUpload {
         self.expires_at
     }
 
-    /// Counters for reporting.
-    pub fn stats(&self) -> MediaStats {
-        MediaStats {
-            retries: self.backoff.total_retries(),
-            ..self.stats
-        }
-    }
-
-    /// What to save to continue this media id in a later process; `None` before INIT answered
-    /// or once the upload has succeeded (after an error it is still there: resume when
-    /// [`Error::is_resumable`] says so, discard it otherwise). Save it whenever it changes.
-    pub fn resume_state(&self) -> Option<MediaResumeState> {
-        if matches!(self.outcome, Some(Ok(_))) {
+    /// The resume state now (see `Upload::resume_state`).
+    fn state_now(&self) -> Option<MediaResumeState> {
+        if matches!(self.engine.outcome(), Some(Ok(_))) {
             return None;
         }
+        let next_segment = self.acked_prefix();
         let media = self.media.as_ref()?;
         Some(MediaResumeState {
             api: self.api.form(),
@@ -666,9 +675,9 @@ impl MediaUpload {
             media_key: media.key.clone(),
             total: self.plan.total(),
             segment_size: self.plan.segment_size(),
-            next_segment: self.acked_prefix,
-            next_offset: self.plan.offset(self.acked_prefix),
-            finalized: self.phase == Phase::Status,
+            next_segment,
+            next_offset: self.plan.offset(next_segment),
+            finalized: matches!(self.phase, Phase::Status(_)),
             expires_after_secs: self.expires_after_secs,
             expires_at_unix: self.expires_at_unix,
             fingerprint: self.fingerprint.clone(),
@@ -677,32 +686,17 @@ impl MediaUpload {
 
     // ---- inputs ----
 
-    /// Takes the request `id` out of the in-flight list.
-    fn take(&mut self, id: RequestId) -> Result<Kind, UsageError> {
-        if self.outcome.is_some() {
-            return Err(UsageError::Finished);
+    /// Segments `0..n` are all acknowledged: `n` (all of them once FINALIZE is due).
+    fn acked_prefix(&self) -> u32 {
+        match &self.phase {
+            Phase::Init => 0,
+            Phase::Append(segments) => segments.acked_prefix,
+            Phase::Finalize | Phase::Status(_) => self.plan.count(),
         }
-        let at = self
-            .in_flight
-            .iter()
-            .position(|(current, _)| *current == id)
-            .ok_or(UsageError::UnknownRequest(id.0))?;
-        Ok(self.in_flight.remove(at).1)
     }
 
     fn finish(&mut self, outcome: Result<MediaCompletion, Error>) {
-        self.in_flight.clear();
-        self.wait_until = None;
-        self.outcome = Some(outcome);
-    }
-
-    fn ack(&mut self, index: u32) {
-        if let Some(slot) = self.acked.get_mut(index as usize) {
-            *slot = true;
-        }
-        while self.acked.get(self.acked_prefix as usize) == Some(&true) {
-            self.acked_prefix += 1;
-        }
+        self.engine.finish(outcome);
     }
 
     /// What the request `kind` was, for retry reports and errors.
@@ -734,7 +728,7 @@ impl MediaUpload {
         if self.expires_at.is_some_and(|at| until >= at) {
             return self.expired();
         }
-        self.wait_until = Some(self.wait_until.map_or(until, |w| w.max(until)));
+        self.engine.wait_at_least(until);
     }
 
     fn expired(&mut self) {
@@ -746,21 +740,22 @@ impl MediaUpload {
     /// `segment_index`, M2), or ends the upload when the retry budget is spent.
     fn retry(&mut self, now: Instant, kind: Kind, cause: RetryCause, after: Option<Duration>) {
         let attempt = self.attempt(kind);
-        match self.backoff.failure(now, cause, after, attempt) {
-            Ok(until) => {
-                if let Kind::Append(index) = kind {
-                    self.resend.insert(index);
-                }
-                self.wait(until);
-            }
-            Err(e) => self.finish(Err(e)),
+        if !self.engine.retry(now, cause, after, attempt) {
+            return;
+        }
+        if let (Kind::Append(index), Phase::Append(segments)) = (kind, &mut self.phase) {
+            segments.resend.insert(index);
+        }
+        // M5: a wait past the expiry is pointless.
+        if let Some(until) = self.engine.wait_until() {
+            self.wait(until);
         }
     }
 
     fn on_response(&mut self, now: Instant, kind: Kind, response: Response<Bytes>) {
         let status = response.status();
         if !status.is_success() {
-            if self.backoff.policy().retries_status(status) {
+            if self.engine.policy().retries_status(status) {
                 // 429 names when the rate-limit window resets (M5); other statuses may carry
                 // Retry-After.
                 let after = reply::rate_limit_wait(response.headers());
@@ -771,8 +766,10 @@ impl MediaUpload {
         match kind {
             // M2: any 2xx, with any body or none, acknowledges the segment; never parse it.
             Kind::Append(index) => {
-                self.ack(index);
-                self.backoff.progress();
+                if let Phase::Append(segments) = &mut self.phase {
+                    segments.ack(index);
+                }
+                self.engine.progress();
             }
             Kind::Init => self.on_init(now, &response),
             Kind::Finalize | Kind::Status => self.on_processing(now, kind, response),
@@ -804,8 +801,8 @@ impl MediaUpload {
             // M5: measured from when INIT's answer arrived.
             self.set_expiry(now, response.headers(), secs);
         }
-        self.phase = Phase::Append;
-        self.backoff.progress();
+        self.phase = Phase::Append(Segments::new(self.plan.count(), 0));
+        self.engine.progress();
     }
 
     /// FINALIZE or STATUS answered 2xx (M3, M4).
@@ -867,7 +864,7 @@ impl MediaUpload {
             Ok(info) => info,
             Err(v) => return self.finish(Err(v.into())),
         };
-        self.backoff.progress();
+        self.engine.progress();
         let Some(info) = info else {
             if kind == Kind::Status {
                 return self.finish(Err(ProtocolViolation::MalformedResponse(
@@ -879,10 +876,10 @@ impl MediaUpload {
             return self.complete(None, expires_after_secs, body);
         };
         if kind == Kind::Status {
-            self.stats.status_polls = self.stats.status_polls.saturating_add(1);
+            let stats = self.engine.stats_mut();
+            stats.status_polls = stats.status_polls.saturating_add(1);
         }
-        self.processing = Some(info.clone());
-        self.phase = Phase::Status;
+        self.phase = Phase::Status(Some(info.clone()));
         // M4: an `error` is terminal even while the state says in_progress.
         if let Some(error) = &info.error {
             return self.finish(Err(Error::ProcessingFailed {
@@ -899,7 +896,7 @@ impl MediaUpload {
                 message: None,
             })),
             ProcessingState::Pending | ProcessingState::InProgress => {
-                let polls = self.stats.status_polls;
+                let polls = self.engine.stats().status_polls;
                 if polls >= self.max_status_polls {
                     return self.finish(Err(Error::ProcessingUnfinished { polls }));
                 }
@@ -939,15 +936,6 @@ impl MediaUpload {
     }
 
     // ---- planning ----
-
-    /// The segment to hand out next, if one is due: a failed one first (M2: the same index
-    /// again), else the first never sent.
-    fn due_segment(&self) -> Option<u32> {
-        self.resend
-            .first()
-            .copied()
-            .or_else(|| (self.next_new < self.plan.count()).then_some(self.next_new))
-    }
 
     /// The addresses of `id`, or `None` when it cannot be put in a URL as it is.
     fn media_for(&self, id: String, key: Option<String>) -> Option<Media> {
@@ -1013,7 +1001,7 @@ impl MediaUpload {
         headers
     }
 
-    fn build(&self, id: RequestId, kind: Kind) -> Send {
+    fn build(&self, id: RequestId, kind: Kind) -> Transmit {
         if let (Kind::Append(index), Some(media)) = (kind, &self.media) {
             return self.build_append(id, index, media);
         }
@@ -1093,14 +1081,14 @@ impl MediaUpload {
         };
         let length = (method == Method::POST).then(|| crate::range::decimal(body.len()));
         let headers = self.headers_with(content_type, length);
-        Send::new(id, method, uri, headers, body)
+        Transmit::new(id, method, uri, headers, body)
     }
 
     /// APPEND `index` (M2): multipart around the segment's bytes, never copied into the core.
     /// A driver polls this once per segment, so everything but the segment index and the
     /// length was built with the media id: what is left allocates the prefix, the
     /// `Content-Length` value and the header map's two tables.
-    fn build_append(&self, id: RequestId, index: u32, media: &Media) -> Send {
+    fn build_append(&self, id: RequestId, index: u32, media: &Media) -> Transmit {
         let body = Body {
             prefix: media.framing.prefix(index),
             source: self.plan.range(index).unwrap_or(0..0),
@@ -1108,82 +1096,113 @@ impl MediaUpload {
         };
         let mut headers = media.append_headers.clone();
         headers.insert(CONTENT_LENGTH, crate::range::decimal(body.len()));
-        Send::new(id, Method::POST, media.append.clone(), headers, body)
+        Transmit::new(id, Method::POST, media.append.clone(), headers, body)
     }
 }
 
 impl Upload for MediaUpload {
     type Output = MediaCompletion;
-
-    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
-    fn last_retry(&self) -> Option<&Retrying> {
-        self.backoff.last_retry()
-    }
-
-    /// Bytes of the acknowledged segments from the start (the contiguous prefix).
-    fn persisted(&self) -> u64 {
-        self.plan.offset(self.acked_prefix)
-    }
+    type State = MediaResumeState;
 
     fn poll_action(&mut self, now: Instant) -> Action<MediaCompletion> {
-        self.backoff.observe_start(now);
-        if let Some(outcome) = &self.outcome {
-            return Action::Done(outcome.clone());
+        if let Some(action) = self.engine.poll_head(now) {
+            return action;
         }
-        if let Some(until) = self.wait_until {
-            if now < until {
-                return Action::Wait(until);
+        let in_flight = self.engine.flights().len();
+        // The engine ends the upload on a cancel once nothing is in flight: media/upload has
+        // no way to delete a media id.
+        if self.engine.cancel_requested() {
+            if in_flight > 0 {
+                return Action::Idle;
             }
-            self.wait_until = None;
+            self.finish(Err(Error::Cancelled));
+            return self.poll_action(now);
         }
-        let kind = match self.phase {
-            Phase::Append => {
-                let due = (self.in_flight.len() < self.max_in_flight)
-                    .then(|| self.due_segment())
+        let kind = match &mut self.phase {
+            // M2: up to `max_in_flight` APPENDs at once; each segment handed out once, a
+            // failed one again with the same index.
+            Phase::Append(segments) => {
+                let due = (in_flight < self.max_in_flight)
+                    .then(|| segments.due(self.plan.count()))
                     .flatten();
-                match (due, self.in_flight.first()) {
-                    (Some(index), _) => Kind::Append(index),
-                    // Saturated, or nothing new is due: the oldest in-flight request again.
-                    (None, Some(&(id, kind))) => return Action::Send(self.build(id, kind)),
+                match due {
+                    Some(index) => {
+                        segments.resend.remove(&index);
+                        segments.next_new = segments.next_new.max(index + 1);
+                        Kind::Append(index)
+                    }
+                    None if in_flight > 0 || !segments.all_acked() => {
+                        return self.engine.idle();
+                    }
                     // Every segment acknowledged (M3).
-                    (None, None) => {
+                    None => {
                         self.phase = Phase::Finalize;
                         Kind::Finalize
                     }
                 }
             }
-            phase => {
-                if let Some(&(id, kind)) = self.in_flight.first() {
-                    return Action::Send(self.build(id, kind));
-                }
-                match phase {
-                    Phase::Init => Kind::Init,
-                    Phase::Status => Kind::Status,
-                    Phase::Append | Phase::Finalize => Kind::Finalize,
-                }
-            }
+            _ if in_flight > 0 => return Action::Idle,
+            Phase::Init => Kind::Init,
+            Phase::Finalize => Kind::Finalize,
+            Phase::Status(_) => Kind::Status,
         };
         // M5: no new request once the media id has expired.
         if self.expires_at.is_some_and(|at| now >= at) {
             self.expired();
             return self.poll_action(now);
         }
-        if let Kind::Append(index) = kind {
-            self.resend.remove(&index);
-            self.next_new = self.next_new.max(index + 1);
-            let range = self.plan.range(index).unwrap_or(0..0);
-            self.stats.bytes_sent += range.end - range.start;
-        }
-        let id = RequestId(self.next_id);
-        self.next_id += 1;
-        self.stats.requests += 1;
-        self.in_flight.push((id, kind));
+        let source_len = match kind {
+            Kind::Append(index) => self.plan.range(index).map_or(0, |r| r.end - r.start),
+            _ => 0,
+        };
+        let id = self.engine.hand_out(now, kind, source_len);
         Action::Send(self.build(id, kind))
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Bytes of the acknowledged segments from the start (the contiguous prefix).
+    fn persisted(&self) -> u64 {
+        self.plan.offset(self.acked_prefix())
+    }
+
+    /// What to save to continue this media id in a later process; `None` before INIT answered
+    /// or once the upload has succeeded. Save it (durably: the server cannot be asked which
+    /// segments it holds) whenever it changes.
+    fn resume_state(&self) -> Option<MediaResumeState> {
+        self.state_now()
+    }
+
+    /// Asks the upload to stop: once no request is in flight, the outcome is
+    /// [`Error::Cancelled`]. media/upload has no way to delete a media id; it expires on its
+    /// own. A completion that arrives first still wins.
+    fn cancel(&mut self) {
+        self.engine.request_cancel();
+        self.engine.clear_wait();
+    }
+
+    fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            acknowledged: self.persisted(),
+            in_flight: self.engine.in_flight_bytes(),
+            total: Some(self.plan.total()),
+        }
+    }
+
+    /// The last retry this upload scheduled: what failed, the wait, the attempt count.
+    fn last_retry(&self) -> Option<&Retrying> {
+        self.engine.last_retry()
     }
 
     /// Media uploads never ask to read the source: always a [`UsageError`].
     fn handle_read(&mut self, _now: Instant, offset: u64, _bytes: &[u8]) -> Result<(), UsageError> {
-        if self.outcome.is_some() {
+        if self.engine.is_done() {
             return Err(UsageError::Finished);
         }
         Err(UsageError::UnexpectedRead {
@@ -1198,7 +1217,7 @@ impl Upload for MediaUpload {
         id: RequestId,
         response: Response<Bytes>,
     ) -> Result<(), UsageError> {
-        let kind = self.take(id)?;
+        let kind = self.engine.take(id)?.kind;
         self.on_response(now, kind, response);
         Ok(())
     }
@@ -1209,8 +1228,8 @@ impl Upload for MediaUpload {
         id: RequestId,
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
-        let kind = self.take(id)?;
-        if !self.backoff.policy().retry_transport {
+        let kind = self.engine.take(id)?.kind;
+        if !self.engine.policy().retry_transport {
             let endpoint = self.attempt(kind).endpoint;
             self.finish(Err(Error::Transport { failure, endpoint }));
             return Ok(());

@@ -243,7 +243,7 @@ pub const KIB256: usize = 262_144;
 /// Sends one request of the core on a fresh connection: its head as given, its body as
 /// `prefix`, the source range, `suffix`. A failure to write or read is a reset.
 pub fn core_send(
-    send: &resumable_core::Send,
+    send: &resumable_core::Transmit,
     source: &[u8],
 ) -> Result<http::Response<bytes::Bytes>, resumable_core::TransportFailure> {
     use resumable_core::TransportFailure;
@@ -286,6 +286,15 @@ pub fn core_drive<U: resumable_core::Upload>(
     upload: &mut U,
     source: &[u8],
 ) -> Result<U::Output, resumable_core::Error> {
+    core_drive_with(upload, source, |_| {})
+}
+
+/// [`core_drive`], calling `sign` on every request before it is sent.
+pub fn core_drive_with<U: resumable_core::Upload>(
+    upload: &mut U,
+    source: &[u8],
+    mut sign: impl FnMut(&mut resumable_core::Transmit),
+) -> Result<U::Output, resumable_core::Error> {
     use resumable_core::Action;
     use std::time::Instant;
     for _ in 0..10_000 {
@@ -297,15 +306,20 @@ pub fn core_drive<U: resumable_core::Upload>(
                     .handle_read(Instant::now(), read.range.start, &source[a.min(b)..b])
                     .unwrap();
             }
-            Action::Send(send) => match core_send(&send, source) {
-                Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
-                Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
-            },
+            Action::Send(mut send) => {
+                sign(&mut send);
+                match core_send(&send, source) {
+                    Ok(r) => upload.handle_response(Instant::now(), send.id, r).unwrap(),
+                    Err(f) => upload.handle_failure(Instant::now(), send.id, f).unwrap(),
+                }
+            }
             Action::Wait(until) => std::thread::sleep(
                 until
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_secs(2)),
             ),
+            // One request at a time: one is never in flight when polling.
+            Action::Idle => panic!("idle with no request in flight"),
             Action::Done(outcome) => return outcome,
         }
     }

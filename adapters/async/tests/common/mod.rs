@@ -13,12 +13,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use resumable_async::{
-    DriveError, Driver, Event, Exchange, Progress, RequestBody, SeekableSource, SourceError,
-    StreamSource, Timer, Transport,
+    BodyProgress as Progress, DriveError, Driver, Event, Exchange, RequestBody, SeekableSource,
+    SourceError, StreamSource, Timer, Transport,
 };
 use resumable_core::checksum::Checksums;
-use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, Stats};
+use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload};
 use resumable_core::{Error, ProtocolViolation, RetryPolicy, TransportFailure};
+use resumable_core::{Stats, Upload as _};
 use resumable_server::{LogEntry, RequestKind, Server, ServerConfig};
 
 pub const KIB: u64 = 1024;

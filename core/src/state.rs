@@ -1,0 +1,80 @@
+//! One type for the resume state of any protocol, for a driver that saves uploads of several
+//! kinds in one format (the command-line tool's state file).
+
+use crate::compliance::ComplianceResumeState;
+use crate::gcs::ResumeState;
+use crate::media::MediaResumeState;
+use crate::ton::TonResumeState;
+
+/// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
+/// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}` or
+/// `{"compliance": {…}}`.
+///
+/// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
+/// take the protocol's own state back out with a `match` before resuming.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+#[non_exhaustive]
+// A saved state is built once per save; boxing the larger ones would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum SavedState {
+    /// A Google Cloud Storage resumable session.
+    Gcs(ResumeState),
+    /// A TON resumable upload.
+    Ton(TonResumeState),
+    /// A media/upload chunked upload.
+    Media(MediaResumeState),
+    /// A batch compliance job.
+    Compliance(ComplianceResumeState),
+}
+
+impl SavedState {
+    /// The protocol's name, as the tag says it.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            SavedState::Gcs(_) => "gcs",
+            SavedState::Ton(_) => "ton",
+            SavedState::Media(_) => "media",
+            SavedState::Compliance(_) => "compliance",
+        }
+    }
+
+    /// The fingerprint of the input the state was saved for: check it against the input
+    /// before resuming.
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            SavedState::Gcs(s) => &s.fingerprint,
+            SavedState::Ton(s) => &s.fingerprint,
+            SavedState::Media(s) => &s.fingerprint,
+            SavedState::Compliance(s) => &s.fingerprint,
+        }
+    }
+}
+
+impl From<ResumeState> for SavedState {
+    fn from(state: ResumeState) -> Self {
+        SavedState::Gcs(state)
+    }
+}
+
+impl From<TonResumeState> for SavedState {
+    fn from(state: TonResumeState) -> Self {
+        SavedState::Ton(state)
+    }
+}
+
+impl From<MediaResumeState> for SavedState {
+    fn from(state: MediaResumeState) -> Self {
+        SavedState::Media(state)
+    }
+}
+
+impl From<ComplianceResumeState> for SavedState {
+    fn from(state: ComplianceResumeState) -> Self {
+        SavedState::Compliance(state)
+    }
+}
