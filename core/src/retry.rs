@@ -163,8 +163,12 @@ impl fmt::Display for Wait {
 
 /// Backoff bookkeeping for one upload: counts failures since the last progress and turns each
 /// failure into the instant to retry at, or into the final error.
+///
+/// Every upload retries through one of these. A driver's own requests outside an upload (the
+/// command-line tool's download of compliance results) use one too, through
+/// [`Backoff::retry`], so that every retry in the project follows the same policy.
 #[derive(Clone, Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     policy: RetryPolicy,
     rng: u64,
     started: Option<Instant>,
@@ -177,7 +181,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(policy: RetryPolicy) -> Self {
+    /// Bookkeeping for requests retried by `policy`, before their first failure.
+    pub fn new(policy: RetryPolicy) -> Self {
         let rng = policy.seed;
         Backoff {
             policy,
@@ -215,6 +220,27 @@ impl Backoff {
         self.failures = 0;
         self.lasting = 0;
         self.run_started = None;
+    }
+
+    /// A request to `uri` failed at `now` with `cause` (a status the policy retries, see
+    /// [`RetryPolicy::retries_status`], or a transport failure), the server asking to wait
+    /// `retry_after`: the retry to make (sleep until its `until`, then send again), or the
+    /// error that ends the requests (the budget or a deadline is spent).
+    ///
+    /// # Errors
+    /// [`Error::RetriesExhausted`], [`Error::WaitBeyondDeadline`] or [`Error::Transport`].
+    pub fn retry(
+        &mut self,
+        now: Instant,
+        cause: RetryCause,
+        retry_after: Option<Duration>,
+        uri: &http::Uri,
+    ) -> Result<Retrying, Error> {
+        self.observe_start(now);
+        self.failure(now, cause, retry_after, Attempt::new(uri, None))?;
+        self.last
+            .clone()
+            .ok_or(Error::Internal("a retry was scheduled but not recorded"))
     }
 
     /// A retryable failure of the request `attempt` happened at `now`. Returns when to try
@@ -419,6 +445,34 @@ mod tests {
                 endpoint: None,
             })
         );
+    }
+
+    #[test]
+    fn a_drivers_own_request_retries_by_the_same_policy() {
+        let t0 = Instant::now();
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            ..no_jitter()
+        };
+        let uri: http::Uri = "https://results.example/file?sig=secret".parse().unwrap();
+        let cause = RetryCause::Status(StatusCode::SERVICE_UNAVAILABLE);
+        let mut b = Backoff::new(policy);
+        let first = b.retry(t0, cause, None, &uri).unwrap();
+        assert_eq!((first.attempt, first.wait), (2, Duration::from_secs(1)));
+        assert_eq!(first.until, t0 + Duration::from_secs(1));
+        assert_eq!(first.endpoint.as_ref().unwrap().host, "results.example");
+        let asked = b
+            .retry(first.until, cause, Some(Duration::from_secs(5)), &uri)
+            .unwrap();
+        assert_eq!(
+            asked.wait,
+            Duration::from_secs(5),
+            "Retry-After is honoured"
+        );
+        assert!(matches!(
+            b.retry(asked.until, cause, None, &uri),
+            Err(Error::RetriesExhausted { attempts: 3, .. })
+        ));
     }
 
     #[test]

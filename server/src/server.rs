@@ -1271,6 +1271,13 @@ impl Server {
         self.shared.peak_active.load(Ordering::SeqCst)
     }
 
+    /// How many requests the server is handling right now (from reading a request's head to
+    /// writing its answer). Tests that kill a client wait for this to reach 0 before they
+    /// measure what the server holds: bytes still in the socket are read after the kill.
+    pub fn requests_in_progress(&self) -> u64 {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
     /// The request log, oldest first.
     pub fn request_log(&self) -> Vec<LogEntry> {
         lock(&self.shared.log).iter().cloned().collect()

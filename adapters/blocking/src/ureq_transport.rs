@@ -100,6 +100,30 @@ impl UreqTransport {
         }
     }
 
+    /// Sends `request` without a body and returns the response with its body unread, for a
+    /// body too large to keep (the compliance results): read it to its end with the returned
+    /// reader. Statuses are responses, as for [`Transport::send`].
+    ///
+    /// # Errors
+    /// A [`TransportFailure`] when no response head arrived; a failure while the body is read
+    /// is an `io::Error` from the reader ([`UreqTransport::body_failure`] classifies it).
+    pub fn open(
+        &self,
+        request: &http::Request<()>,
+    ) -> Result<http::Response<Box<dyn Read + Send>>, TransportFailure> {
+        let mut head = http::Request::new(SendBody::none());
+        *head.method_mut() = request.method().clone();
+        *head.uri_mut() = request.uri().clone();
+        *head.headers_mut() = request.headers().clone();
+        let response = self.agent.run(head).map_err(|e| classify(&e))?;
+        Ok(response.map(|body| Box::new(body.into_reader()) as Box<dyn Read + Send>))
+    }
+
+    /// What an error while reading a body from [`UreqTransport::open`] stands for.
+    pub fn body_failure(error: io::Error) -> TransportFailure {
+        classify_body_error(error)
+    }
+
     fn read_body(
         &self,
         response: http::Response<ureq::Body>,

@@ -8,12 +8,10 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use http::Uri;
@@ -27,6 +25,7 @@ use resumable_core::{Error, SavedState, Upload as _};
 
 use crate::Failure;
 use crate::output::{Progress, print_result};
+use crate::results::{DownloadError, Downloaded, download};
 use crate::run::{self, Run, RunArgs, Started, StateFile, open_input, parse_url, unix_now, usage};
 use crate::size::{human, parse_duration};
 
@@ -164,6 +163,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
     config.poll_deadline = poll_deadline;
     config.fingerprint = input.fingerprint.clone();
     args.run.apply(&mut config.retry)?;
+    let policy = config.retry.clone();
     let resumed = saved.as_ref().map(|s| (s.job.id.clone(), s.phase));
     let mut job = match saved {
         Some(saved) => ComplianceJob::resume(config, saved).map_err(|e| {
@@ -237,7 +237,7 @@ pub fn run(args: ComplianceArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failu
         })?;
     }
     let id = done.job.id.clone();
-    let downloaded = match download(&done, args.out.as_deref(), args.run.max_retries, &interrupt) {
+    let downloaded = match download(&done, args.out.as_deref(), policy, &progress, &interrupt) {
         Ok(d) => d,
         Err(DownloadError::Interrupted) => {
             return Err(Failure::interrupted(format!(
@@ -368,248 +368,6 @@ fn stage_failure(
     }
 }
 
-/// What the download found.
-#[derive(Debug, Default)]
-struct Downloaded {
-    /// Bytes of results.
-    bytes: u64,
-    /// Result lines.
-    results: u64,
-    /// Lines per `action` value.
-    actions: BTreeMap<String, u64>,
-    /// Lines per `reason` value.
-    reasons: BTreeMap<String, u64>,
-    /// Lines that are not JSON objects.
-    unreadable: u64,
-    /// GET requests sent.
-    requests: u64,
-    /// Of which retries.
-    retries: u64,
-}
-
-impl Downloaded {
-    fn count(&mut self, line: &[u8]) {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return;
-        }
-        self.results += 1;
-        let Ok(serde_json::Value::Object(result)) = serde_json::from_slice(line) else {
-            self.unreadable += 1;
-            return;
-        };
-        let field = |key: &str| {
-            result
-                .get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(|v| v.chars().filter(|c| !c.is_control()).take(64).collect())
-                .unwrap_or_else(|| "(none)".to_owned())
-        };
-        *self.actions.entry(field("action")).or_default() += 1;
-        *self.reasons.entry(field("reason")).or_default() += 1;
-    }
-}
-
-/// Why the results could not be downloaded.
-#[derive(Debug)]
-enum DownloadError {
-    /// The server refused (the URL expired, or the results are gone).
-    Status(u16, String),
-    /// The network failed, or kept failing.
-    Transport(String),
-    /// Writing the results failed.
-    Write(io::Error),
-    /// Ctrl-C.
-    Interrupted,
-}
-
-impl std::fmt::Display for DownloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DownloadError::Status(status, message) if message.is_empty() => {
-                write!(f, "the server answered HTTP {status}")
-            }
-            DownloadError::Status(status, message) => {
-                write!(f, "the server answered HTTP {status}: {message}")
-            }
-            DownloadError::Transport(why) => write!(f, "{why}"),
-            DownloadError::Write(e) => write!(f, "writing the results failed: {e}"),
-            DownloadError::Interrupted => f.write_str("interrupted"),
-        }
-    }
-}
-
-/// One attempt's failure: may another attempt fix it?
-enum Attempt {
-    Retry(String, Option<Duration>),
-    Fatal(DownloadError),
-}
-
-/// Streams the JSON Lines results from `download_url` (C3: no credentials) to `out` (stdout
-/// when `None`), counting them. A file is written beside its final name and renamed at the
-/// end; failures before any result reached stdout, or any failure when writing a file, are
-/// retried with backoff from the start.
-fn download(
-    done: &CompletedJob,
-    out: Option<&Path>,
-    max_retries: u32,
-    interrupt: &AtomicBool,
-) -> Result<Downloaded, DownloadError> {
-    let url = done.job.download_url.expose();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("resumable/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
-    let part = out.map(|p| {
-        let name = p
-            .file_name()
-            .map_or_else(|| "results".into(), |n| n.to_string_lossy().into_owned());
-        p.with_file_name(format!(".{name}.part"))
-    });
-    let mut stats = Downloaded::default();
-    let mut wait = Duration::from_secs(1);
-    let mut failures = 0u32;
-    loop {
-        if interrupt.load(Ordering::SeqCst) {
-            return Err(DownloadError::Interrupted);
-        }
-        stats.requests += 1;
-        let mut counted = Downloaded {
-            requests: stats.requests,
-            retries: stats.retries,
-            ..Downloaded::default()
-        };
-        let attempt = match &part {
-            Some(part) => {
-                let file = File::create(part).map_err(DownloadError::Write)?;
-                let mut writer = io::BufWriter::new(file);
-                let result = fetch(&agent, url, &mut writer, &mut counted, interrupt);
-                let flushed = writer
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|f| f.sync_all());
-                match (result, flushed) {
-                    (Ok(()), Ok(())) => {
-                        let target = out.unwrap_or(part);
-                        fs::rename(part, target).map_err(DownloadError::Write)?;
-                        return Ok(counted);
-                    }
-                    (Ok(()), Err(e)) => Attempt::Fatal(DownloadError::Write(e)),
-                    (Err(attempt), _) => attempt,
-                }
-            }
-            None => {
-                let stdout = io::stdout();
-                let mut writer = stdout.lock();
-                match fetch(&agent, url, &mut writer, &mut counted, interrupt) {
-                    Ok(()) => {
-                        writer.flush().map_err(DownloadError::Write)?;
-                        return Ok(counted);
-                    }
-                    // Results already on stdout cannot be taken back.
-                    Err(Attempt::Retry(why, _)) if counted.bytes > 0 => {
-                        Attempt::Fatal(DownloadError::Transport(why))
-                    }
-                    Err(attempt) => attempt,
-                }
-            }
-        };
-        match attempt {
-            Attempt::Fatal(e) => {
-                if let Some(part) = &part {
-                    let _ = fs::remove_file(part);
-                }
-                return Err(e);
-            }
-            Attempt::Retry(why, after) => {
-                failures += 1;
-                if failures > max_retries {
-                    if let Some(part) = &part {
-                        let _ = fs::remove_file(part);
-                    }
-                    return Err(DownloadError::Transport(format!(
-                        "gave up after {failures} failed attempts: {why}"
-                    )));
-                }
-                stats.retries += 1;
-                let pause = after.map_or(wait, |a| a.min(Duration::from_secs(60)).max(wait));
-                sleep_interruptibly(pause, interrupt);
-                wait = (wait * 2).min(Duration::from_secs(32));
-            }
-        }
-    }
-}
-
-/// One GET of the results, written to `out` line by line.
-fn fetch(
-    agent: &ureq::Agent,
-    url: &Uri,
-    out: &mut dyn io::Write,
-    counted: &mut Downloaded,
-    interrupt: &AtomicBool,
-) -> Result<(), Attempt> {
-    let response = agent
-        .get(url.to_string())
-        .call()
-        .map_err(|e| Attempt::Retry(format!("the request failed: {}", describe(&e)), None))?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let after = resumable_core::retry::retry_after(response.headers());
-        let mut body = Vec::new();
-        let _ = response
-            .into_body()
-            .into_reader()
-            .take(4096)
-            .read_to_end(&mut body);
-        let message = resumable_core::response::server_message(&body).unwrap_or_default();
-        return Err(match status {
-            408 | 429 | 500 | 502 | 503 | 504 => {
-                Attempt::Retry(format!("the server answered HTTP {status}"), after)
-            }
-            _ => Attempt::Fatal(DownloadError::Status(status, message)),
-        });
-    }
-    let mut reader = BufReader::with_capacity(256 * 1024, response.into_body().into_reader());
-    let mut line = Vec::new();
-    loop {
-        if interrupt.load(Ordering::SeqCst) {
-            return Err(Attempt::Fatal(DownloadError::Interrupted));
-        }
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| Attempt::Retry(format!("the download was cut short: {e}"), None))?;
-        if n == 0 {
-            return Ok(());
-        }
-        out.write_all(&line)
-            .map_err(|e| Attempt::Fatal(DownloadError::Write(e)))?;
-        counted.bytes += n as u64;
-        counted.count(&line);
-    }
-}
-
-/// A ureq error in words, without the URL (a capability).
-fn describe(error: &ureq::Error) -> String {
-    match error {
-        ureq::Error::Io(e) => e.to_string(),
-        ureq::Error::Timeout(t) => format!("timed out ({t:?})"),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        _ => "transport error".into(),
-    }
-}
-
-fn sleep_interruptibly(pause: Duration, interrupt: &AtomicBool) {
-    let end = Instant::now() + pause;
-    while Instant::now() < end && !interrupt.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100).min(end - Instant::now()));
-    }
-}
-
 /// The outcome: the JSON object on stdout with `--json`; the summary on stderr always.
 fn report(
     args: &ComplianceArgs,
@@ -717,24 +475,5 @@ mod tests {
         }
         assert!(api_base("https://api.x.com/?a=1").is_err());
         assert!(api_base("api.x.com").is_err());
-    }
-
-    #[test]
-    fn results_are_counted_by_action_and_reason() {
-        let mut d = Downloaded::default();
-        for line in [
-            &br#"{"id":"1","action":"delete","reason":"deleted"}"#[..],
-            br#"{"id":"2","action":"delete","reason":"suspended"}"#,
-            br#"{"id":"3","action":"scrub_geo","reason":"scrub_geo"}"#,
-            b"   ",
-            b"not json",
-        ] {
-            d.count(line);
-        }
-        assert_eq!(d.results, 4);
-        assert_eq!(d.unreadable, 1);
-        assert_eq!(d.actions["delete"], 2);
-        assert_eq!(d.actions["scrub_geo"], 1);
-        assert_eq!(d.reasons["suspended"], 1);
     }
 }

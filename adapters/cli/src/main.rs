@@ -9,6 +9,7 @@ mod demo;
 mod gcs;
 mod media;
 mod output;
+mod results;
 mod run;
 mod serve;
 mod size;

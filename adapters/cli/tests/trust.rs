@@ -143,8 +143,10 @@ fn resuming_with_different_stdin_is_refused_and_keeps_the_session() {
         "-",
         url.as_str(),
     ];
+    // Interrupt only once the third chunk is wholly received and stalled: bytes of it still
+    // in the socket when the client dies would otherwise be counted after the measurement.
     interrupted(&s, &args, Some(&original), || {
-        stored(&server, "s.bin") >= 2 * MIB as u64
+        stored(&server, "s.bin") >= 2 * MIB as u64 && received(&server, "s.bin") >= 3 * MIB as u64
     });
     let saved = std::fs::read(&state).unwrap();
     let received_before = received(&server, "s.bin");
@@ -322,6 +324,9 @@ fn a_stale_state_resumes_from_what_the_server_holds() {
     });
     child.kill().unwrap();
     let _ = child.wait();
+    wait_until("the server to finish the killed client's request", || {
+        server.requests_in_progress() == 0
+    });
     let held = stored(&server, "p.bin");
     assert!(persisted(&early) < held, "the copy is behind the server");
     std::fs::write(&state, &early).unwrap();
