@@ -513,6 +513,58 @@ fn check_content_length(send: &mut Transmit) -> Result<(), DriveError> {
     }
 }
 
+/// Where a progress bar stands, however many requests are in flight: the acknowledged
+/// prefix ([`Upload::persisted`]), plus the source bytes of answered requests above it, plus
+/// what each request in flight has sent so far. With one request in flight it is that
+/// request's [`BodyProgress::source_position`]; with several it does not jump back and forth
+/// between them.
+///
+/// Feed it every [`Event`] with the upload's persisted count at that moment; each call returns
+/// the position to show. It is for display only: what the upload holds is `persisted`.
+#[derive(Clone, Debug, Default)]
+pub struct Position {
+    /// Requests in flight: their source range and the source bytes sent so far.
+    flights: Vec<(RequestId, Range<u64>, u64)>,
+    /// Source ranges of requests answered with a success, not yet below `persisted`.
+    answered: Vec<Range<u64>>,
+}
+
+impl Position {
+    /// Takes in `event` and returns the position to show.
+    pub fn observe(&mut self, event: &Event<'_>, persisted: u64) -> u64 {
+        match event {
+            Event::Sending { send } => {
+                self.flights.retain(|f| f.0 != send.id);
+                self.flights.push((send.id, send.body.source.clone(), 0));
+            }
+            Event::Progress(p) => {
+                if let Some(f) = self.flights.iter_mut().find(|f| f.0 == p.request) {
+                    f.2 = p.source_position.saturating_sub(f.1.start);
+                }
+            }
+            Event::Response { request, status } => {
+                if let Some(at) = self.flights.iter().position(|f| f.0 == *request) {
+                    let (_, range, _) = self.flights.swap_remove(at);
+                    if status.is_success() && !range.is_empty() && !self.answered.contains(&range) {
+                        self.answered.push(range);
+                    }
+                }
+            }
+            Event::Failure { request, .. } => self.flights.retain(|f| f.0 != *request),
+            _ => {}
+        }
+        self.answered.retain(|r| r.end > persisted);
+        let above = |r: &Range<u64>| r.end.saturating_sub(r.start.max(persisted));
+        let answered: u64 = self.answered.iter().map(above).sum();
+        let sending: u64 = self
+            .flights
+            .iter()
+            .map(|(_, r, sent)| above(&(r.start..r.end.min(r.start.saturating_add(*sent)))))
+            .sum();
+        persisted.saturating_add(answered).saturating_add(sending)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,5 +737,59 @@ mod tests {
             "the upload retries the start: {step:?}"
         );
         assert_eq!(upload.stats().retries, 1);
+    }
+
+    #[test]
+    fn position_adds_up_requests_in_flight_and_answered_above_the_prefix() {
+        let transmit = |n: u64, range: Range<u64>| {
+            Transmit::new(
+                RequestId::new(n),
+                http::Method::POST,
+                "http://media.example/upload".parse().unwrap(),
+                http::HeaderMap::new(),
+                crate::action::Body::source(range),
+            )
+        };
+        let progress = |n: u64, source_position: u64| {
+            Event::Progress(BodyProgress {
+                request: RequestId::new(n),
+                body_sent: 0,
+                body_len: 0,
+                source_position,
+                total_sent: 0,
+                persisted: 0,
+            })
+        };
+        let ok = |n: u64| Event::Response {
+            request: RequestId::new(n),
+            status: StatusCode::NO_CONTENT,
+        };
+        let (a, b, c) = (transmit(1, 0..10), transmit(2, 10..20), transmit(3, 20..30));
+        let mut p = Position::default();
+        p.observe(&Event::Sending { send: &a }, 0);
+        p.observe(&Event::Sending { send: &b }, 0);
+        p.observe(&progress(1, 5), 0);
+        assert_eq!(
+            p.observe(&progress(2, 17), 0),
+            12,
+            "5 of the first, 7 of the second"
+        );
+        assert_eq!(
+            p.observe(&ok(2), 0),
+            15,
+            "the second answered, above the prefix"
+        );
+        assert_eq!(p.observe(&ok(1), 20), 20, "both below the prefix now");
+        p.observe(&Event::Sending { send: &c }, 20);
+        assert_eq!(p.observe(&progress(3, 24), 20), 24);
+        let failed = Event::Failure {
+            request: RequestId::new(3),
+            failure: TransportFailure::Reset,
+        };
+        assert_eq!(
+            p.observe(&failed, 20),
+            20,
+            "a failed request's bytes are taken back"
+        );
     }
 }

@@ -187,10 +187,14 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         elapsed: started.elapsed(),
     });
 
-    // 4. media/upload, X API v2 (M1-M6): APPEND segments, one answered 503 (retried with the
-    //    same segment_index), then FINALIZE and STATUS polls while the server processes.
+    // 4. media/upload, X API v2 (M1-M6): APPEND segments, up to 4 on their way at once, one
+    //    answered 503 (retried with the same segment_index), then FINALIZE and STATUS polls
+    //    while the server processes.
     let faults = "media.append#2=status:503";
-    println!("\n4. media/upload (X API v2), tweet_video with processing; faults: {faults}");
+    println!(
+        "\n4. media/upload (X API v2), tweet_video with processing, 4 segments at once; \
+         faults: {faults}"
+    );
     let started = Instant::now();
     let media_args = MediaArgs {
         file: file.clone(),
@@ -201,6 +205,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
         api_base: None,
         additional_owners: Vec::new(),
         segment_size: chunk.to_string(),
+        parallel: 4,
         headers: vec![format!("x-resumable-session-faults: {faults}")],
         json: false,
         run: RunArgs {

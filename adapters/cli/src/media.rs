@@ -63,6 +63,11 @@ pub struct MediaArgs {
     /// Bytes per APPEND segment, at most 5,000,000 (raised when the file needs more than 1000).
     #[arg(long, value_name = "SIZE", default_value = "4MiB")]
     pub(crate) segment_size: String,
+    /// How many APPEND segments may be on their way at once, each on its own connection
+    /// (1 to 8; segments may arrive in any order, the server puts them in place by number).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub(crate) parallel: u32,
     /// An extra header for every request, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
@@ -131,6 +136,7 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     config.media_category = args.category.clone();
     config.additional_owners = args.additional_owners.clone();
     config.segment_size = segment;
+    config.max_in_flight = args.parallel;
     config.headers = parse_headers(&args.headers)?;
     config.fingerprint = input.fingerprint.clone();
     config.boundary_seed = seed();

@@ -15,6 +15,7 @@ use resumable_auth::{AnySigner, Signer as _};
 use resumable_blocking::{
     DriveError, Driver, Event, HookError, SeekableSource, Source, StreamSource, UreqTransport,
 };
+use resumable_core::driver::Position;
 use resumable_core::{
     Error, IntegrityError, RetryPolicy, Retrying, SavedState, Upload, UsageError,
 };
@@ -295,6 +296,7 @@ pub fn drive<U: Upload<State: Into<SavedState>>>(
 ) -> Result<U::Output, DriveError> {
     let mut last_saved: Option<U::State> = None;
     let mut last_save_at = Instant::now();
+    let mut position = Position::default();
     let mut transport = UreqTransport::new();
     let mut signer = run.signer;
     let (progress, state) = (run.progress, run.state);
@@ -309,6 +311,7 @@ pub fn drive<U: Upload<State: Into<SavedState>>>(
             Ok(())
         })
         .on_event(|up: &U, event| {
+            let shown = position.observe(event, up.persisted());
             match event {
                 // Before a request: always, so the saved state covers what the server may
                 // hold. After a response: only the acknowledged count moved, and an older one
@@ -316,16 +319,16 @@ pub fn drive<U: Upload<State: Into<SavedState>>>(
                 Event::Sending { .. } => {
                     save_if_changed(state, up, &mut last_saved)?;
                     last_save_at = Instant::now();
-                    progress.set(up.persisted(), total);
+                    progress.set(shown, total);
                 }
                 Event::Response { .. } => {
                     if last_save_at.elapsed() >= RESPONSE_SAVE_EVERY {
                         save_if_changed(state, up, &mut last_saved)?;
                         last_save_at = Instant::now();
                     }
-                    progress.set(up.persisted(), total);
+                    progress.set(shown, total);
                 }
-                Event::Progress(p) => progress.set(p.source_position, total),
+                Event::Progress(_) | Event::Failure { .. } => progress.set(shown, total),
                 Event::Waiting { until } => {
                     if let Some(retry) = up.last_retry().filter(|r| r.until == *until) {
                         progress.note(&describe_retry(retry));

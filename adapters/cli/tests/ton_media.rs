@@ -176,6 +176,48 @@ fn media_uploads_in_both_forms_with_processing() {
     }
 }
 
+// M2, issue 15: --parallel 4 keeps four APPENDs on their way at once (the first four stall
+// together) and never more, a failed one is sent again with its segment_index, and the media
+// is byte-identical. (Answers out of order are the simulation's.)
+#[test]
+fn media_parallel_appends_are_in_flight_together_and_land_in_place() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let bytes = data(2 * 1024 * KIB + 5, 9);
+    let file = s.file("clip.mp4", &bytes);
+    let out = s.run(&[
+        "media",
+        "--media-type",
+        "video/mp4",
+        "--api",
+        "v2",
+        "--endpoint",
+        &server.media_v2_base(),
+        "--segment-size",
+        "256KiB",
+        "--parallel",
+        "4",
+        "--json",
+        "-H",
+        "x-resumable-session-faults: media.append#1..4=stall:300ms; media.append#6=status:503",
+        file.to_str().unwrap(),
+    ]);
+    let j = json(&out);
+    assert_eq!(j["retries"], 1, "{j}");
+    let id = j["media_id"].as_str().unwrap();
+    assert_eq!(server.media(id).unwrap(), bytes);
+    let info = server.media_info(id).unwrap();
+    assert_eq!(info.segments, 9);
+    assert_eq!(
+        server.peak_concurrent_requests(),
+        4,
+        "four APPENDs at once, never more"
+    );
+
+    let out = s.run(&["media", "--media-type", "video/mp4", "--parallel", "9", "x"]);
+    assert_eq!(out.status.code(), Some(2), "more than 8 at once is refused");
+}
+
 // M6, issue 10: --api-base points every Twitter command at another host (here the local
 // server): v2 under {base}/2/media/upload.
 #[test]

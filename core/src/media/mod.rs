@@ -78,14 +78,14 @@
 //! # Several APPENDs at once
 //!
 //! [`MediaConfig::max_in_flight`] (default 1) lets the core hand out up to N APPENDs before
-//! any answer. How a poll answers then: while fewer than N requests are in flight and a
-//! segment is due, each poll hands out a **new** `Send` (the next segment to retry, else the
-//! next never-sent one); once N are in flight or nothing is due, polls return the **oldest
-//! in-flight** `Send` again. So with N = 1 polling twice without input gives the same `Send`
-//! (the crate-wide rule), and with N > 1 a driver polls until it sees a `Send` whose id it
-//! already holds (or a `Wait`), then waits for answers. A retried segment may then start
-//! before a later segment already sent: ranges never start before [`Upload::persisted`], but
-//! the stricter crate-wide ordering of `Send` ranges holds only for N = 1.
+//! any answer. Each poll hands out a **new** `Send` while fewer than N are in flight and a
+//! segment is due (the next segment to retry, else the next never-sent one), and `Idle` once N
+//! are in flight or nothing is due: send each `Send` as it comes (on its own connection, or
+//! concurrently on one client), and poll again after any answer. Answers may come back in any
+//! order; a failed segment is sent again with the same `segment_index`. A retried segment may
+//! start before a later segment already sent: ranges never start before [`Upload::persisted`],
+//! but the crate-wide ordering of `Send` ranges holds only for N = 1. Both drivers in
+//! `adapters/` do this; the command-line tool's `media --parallel N` sets N.
 //!
 //! # Resuming
 //!
