@@ -52,6 +52,12 @@ const X_HTTP_STATUS_CODE_OVERRIDE: &str = "x-http-status-code-override";
 const X_GOOG_STORED_CONTENT_LENGTH: &str = "x-goog-stored-content-length";
 const PERMANENT_REDIRECT: u16 = 308;
 
+/// The largest final request whose bytes the core reads before sending it, to put the whole
+/// source's checksums in its `x-goog-hash` (G7): 16 MiB. A larger final request (one request
+/// for a whole file, [`GcsConfig::ONE_REQUEST`]) is checksummed as it is sent and verified
+/// against the checksums the completion reports instead, so the source is read once.
+pub const HASH_HEADER_MAX: u64 = 16 << 20;
+
 /// How the upload begins.
 #[derive(Clone)]
 pub enum Start {
@@ -122,6 +128,14 @@ pub struct GcsConfig {
 }
 
 impl GcsConfig {
+    /// A [`GcsConfig::chunk_size`] that sends the rest of the source in one request, as
+    /// Google recommends for resumable uploads of a file: one streaming request, checksummed
+    /// as it is sent; after a failure, a status query and one new request from what the
+    /// server holds. Use it only when the driver can read any range of the source again (a
+    /// file, a buffer): a driver of a stream must keep a whole request's bytes to retry it,
+    /// so streams keep bounded chunks.
+    pub const ONE_REQUEST: u64 = u64::MAX / GCS_GRANULE * GCS_GRANULE;
+
     /// Defaults for a source of `total` bytes (`None`: unknown): 8 MiB chunks, CRC32C,
     /// the default retry policy.
     pub fn new(total: Option<u64>) -> Self {
@@ -909,13 +923,16 @@ impl GcsUpload {
                 let end = self.chunk.chunk_at(persisted, None).end;
                 end.saturating_add(1)
             }
-            // Before the final chunk: all of it, as `x-goog-hash` goes in its headers (G7).
-            // Before any other chunk, only what precedes it: its own bytes are checksummed
-            // as they are sent (`Upload::handle_sent`), and a driver that does not report
-            // them is asked for them here, before the next chunk.
+            // Before a final chunk of at most `HASH_HEADER_MAX`: all of it, as `x-goog-hash`
+            // goes in its headers and the server checks it before it creates the object (G7).
+            // Before any other chunk, and a larger final one (reading it first would read the
+            // source twice), only what precedes it: its own bytes are checksummed as they are
+            // sent (`Upload::handle_sent`), and the completion's checksums are compared with
+            // them (G7). A driver that does not report them is asked for them here, before
+            // the next chunk, or before the completion is accepted.
             (Phase::Upload, Some(total)) if self.checksums.any() => {
                 let chunk = self.chunk.chunk_at(persisted, Some(total));
-                if chunk.end == total {
+                if chunk.end == total && chunk.end - chunk.start <= HASH_HEADER_MAX {
                     total
                 } else {
                     chunk.start

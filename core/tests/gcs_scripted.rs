@@ -1323,3 +1323,85 @@ fn g8_an_unresolvable_host_fails_after_one_retry_and_names_the_host() {
         }
     ));
 }
+
+// G4, G7, issue 16: one request for the whole source (GcsConfig::ONE_REQUEST) larger than
+// HASH_HEADER_MAX is sent at once, without reading the source first (no x-goog-hash: the
+// checksum is only known once the last byte went out); its bytes are checksummed as they are
+// sent, and the completion's CRC32C is compared with them: the source is read once.
+#[test]
+fn g7_one_large_request_is_hashed_on_the_way_out_and_verified_by_the_completion() {
+    use resumable_core::gcs::HASH_HEADER_MAX;
+    let len = HASH_HEADER_MAX + 4 * KIB256 + 3;
+    let mut ex = Exchange::xml(len, GcsConfig::ONE_REQUEST);
+    let c = ex.started();
+    assert_eq!(c.body.source, 0..len, "the whole source in one request");
+    assert!(ex.reads.is_empty(), "nothing read before sending");
+    assert!(c.report_sent);
+    assert_eq!(header(&c, "x-goog-hash"), None);
+    ex.report(&c, len);
+    let object = object_json(&ex.source);
+    ex.respond(c.id, 200, &[], &object);
+    let done = ex.done().unwrap();
+    assert!(done.verified.crc32c);
+    assert!(
+        ex.reads.is_empty(),
+        "the source was read once, as it was sent"
+    );
+
+    // The server stored something else: an integrity error, never success.
+    let mut ex = Exchange::xml(len, GcsConfig::ONE_REQUEST);
+    let c = ex.started();
+    ex.report(&c, len);
+    let mut other = ex.source.clone();
+    other[12_345] ^= 0x40;
+    ex.respond(c.id, 200, &[], &object_json(&other));
+    assert!(matches!(
+        ex.done(),
+        Err(Error::Integrity(IntegrityError::Crc32c { .. }))
+    ));
+
+    // A request cut short: a status query, then one request for the rest of what the server
+    // does not hold (still larger than HASH_HEADER_MAX, so again not read first); the bytes
+    // sent again are not hashed twice.
+    let mut ex = Exchange::xml(len, GcsConfig::ONE_REQUEST);
+    let c = ex.started();
+    ex.report(&c, 3 * KIB256 + 17);
+    ex.upload
+        .handle_failure(ex.now, c.id, TransportFailure::Reset)
+        .unwrap();
+    let wait = ex.wait();
+    ex.now = wait;
+    let q = ex.send();
+    assert_eq!(
+        header(&q, "content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    ex.respond(
+        q.id,
+        308,
+        &[("range", &format!("bytes=0-{}", 2 * KIB256 - 1))],
+        "",
+    );
+    let rest = ex.send();
+    assert_eq!(rest.body.source, 2 * KIB256..len);
+    ex.report(&rest, len);
+    ex.respond(rest.id, 200, &[], &object);
+    assert!(ex.done().unwrap().verified.crc32c);
+    assert!(ex.reads.is_empty());
+}
+
+// G7: a final request of at most HASH_HEADER_MAX is read first and carries x-goog-hash, so
+// the server checks the object before it creates it.
+#[test]
+fn g7_a_small_final_request_still_carries_the_checksum_header() {
+    let len = 3 * KIB256 + 5;
+    let mut ex = Exchange::xml(len, GcsConfig::ONE_REQUEST);
+    let c = ex.started();
+    assert_eq!(c.body.source, 0..len);
+    assert_eq!(
+        ex.reads.last().map(|r| r.end),
+        Some(len),
+        "read before sending"
+    );
+    ex.complete_verified(&c);
+}

@@ -51,6 +51,7 @@
 //!           / "retry-after:" SECONDS
 //!           / "retry-after-date:" SECONDS
 //!           / "stall:" DURATION
+//!           / "rate:" SIZE                             ; bytes per second
 //!           / "truncate" [ ":" SIZE ]
 //!           / "expire"
 //!           / "no-range"
@@ -77,6 +78,7 @@
 //! | `status:CODE[xK]` | Answer `CODE` (e.g. 408, 429, 500, 503) instead of handling the request, for this request and the next `K−1` requests of the same scope (the server for server scripts and per-request faults, the session for session scripts). The body is read and discarded; nothing is stored. `429` carries `Retry-After: 1` unless `retry-after` says otherwise. |
 //! | `retry-after:S` | Add `Retry-After: S` (seconds) to the answer. |
 //! | `retry-after-date:S` | Add `Retry-After` as an HTTP-date `S` seconds from now. |
+//! | `rate:R` | Read the request body at most `R` bytes per second (at least 1 KiB), as a link that limits each connection would: a client with several requests in flight on their own connections gets several times the rate. |
 //! | `stall:D` | Sleep `D` before answering (after the request was handled), bounded by [`ServerConfig::max_stall`](crate::ServerConfig::max_stall) and cut short by shutdown. |
 //! | `truncate[:N]` | Handle the request, then send a head claiming 1024 more body bytes than there are, the first `N` bytes of the body (default 0), and close. |
 //! | `expire` | Expire the session before handling the request: it answers `404` (G9), now and after. |
@@ -344,6 +346,8 @@ pub enum Fault {
     RetryAfterDate(u64),
     /// `stall:D`: sleep before answering.
     Stall(Duration),
+    /// `rate:R`: read the request body at most `R` bytes per second.
+    Rate(u64),
     /// `truncate[:N]`: send a head claiming more body than sent, `N` body bytes, close.
     Truncate(u64),
     /// `expire`: expire the session first.
@@ -539,6 +543,7 @@ impl fmt::Display for Fault {
             Fault::RetryAfter(s) => write!(f, "retry-after:{s}"),
             Fault::RetryAfterDate(s) => write!(f, "retry-after-date:{s}"),
             Fault::Stall(d) => write!(f, "stall:{}ms", d.as_millis()),
+            Fault::Rate(r) => write!(f, "rate:{r}"),
             Fault::Truncate(n) => write!(f, "truncate:{n}"),
             Fault::Expire => f.write_str("expire"),
             Fault::NoRange => f.write_str("no-range"),
@@ -608,6 +613,7 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
         "retry-after",
         "retry-after-date",
         "stall",
+        "rate",
         "truncate",
         "expire",
         "no-range",
@@ -671,6 +677,13 @@ fn parse_fault(text: &str) -> Result<Fault, FaultSpecError> {
                 .filter(|d| *d <= MAX_STALL_SPEC)
                 .ok_or_else(|| bad(v, "a duration like 250ms or 2s, at most 600s"))?;
             Fault::Stall(d)
+        }
+        "rate" => {
+            let v = need()?;
+            let r = parse_size(v)
+                .filter(|r| *r >= 1024)
+                .ok_or_else(|| bad(v, "bytes per second like 512k or 8MiB, at least 1k"))?;
+            Fault::Rate(r)
         }
         "truncate" => Fault::Truncate(match value {
             Some(v) => size(v)?,
@@ -820,6 +833,7 @@ pub(crate) struct FaultSet {
     pub(crate) status: Option<u16>,
     pub(crate) retry_after: Option<RetryAfter>,
     pub(crate) stall: Option<Duration>,
+    pub(crate) rate: Option<u64>,
     pub(crate) truncate: Option<u64>,
     pub(crate) expire: bool,
     pub(crate) no_range: bool,
@@ -869,6 +883,7 @@ impl FaultSet {
                 Fault::RetryAfter(s) => set.retry_after = Some(RetryAfter::Seconds(s)),
                 Fault::RetryAfterDate(s) => set.retry_after = Some(RetryAfter::Date(s)),
                 Fault::Stall(d) => set.stall = Some(d),
+                Fault::Rate(r) => set.rate = Some(r),
                 Fault::Truncate(n) => set.truncate = Some(n),
                 Fault::Expire => set.expire = true,
                 Fault::NoRange => set.no_range = true,
@@ -965,9 +980,10 @@ mod tests {
     fn every_fault_parses() {
         let all = "drop-after:1m,persist:8MiB,status:429,retry-after:3,retry-after-date:4,\
                    stall:2s,truncate:10,expire,no-range,lie:5,range-start:7,status:500X3,stall:15,\
-                   range-form:bytes,process,process:0,fail-processing:2,error-in-progress";
+                   range-form:bytes,process,process:0,fail-processing:2,error-in-progress,rate:512k";
         let f = FaultScript::parse_faults(all).unwrap();
-        assert_eq!(f.len(), 18);
+        assert_eq!(f.len(), 19);
+        assert_eq!(f[18], Fault::Rate(512 << 10));
         assert_eq!(f[13], Fault::RangeForm(TonRangeForm::Bytes));
         assert_eq!(f[14], Fault::Process(None));
         assert_eq!(f[15], Fault::Process(Some(0)));
@@ -1000,6 +1016,7 @@ mod tests {
             ("gcs.chunk#3..2=expire", |e| matches!(e, BadOrdinals(_))),
             ("gcs.chunk#x=expire", |e| matches!(e, BadOrdinals(_))),
             ("gcs.chunk=explode", |e| matches!(e, UnknownFault(_))),
+            ("*=rate:100", |e| matches!(e, BadValue { .. })),
             ("gcs.chunk=persist", |e| {
                 matches!(e, MissingValue("persist"))
             }),

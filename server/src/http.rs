@@ -309,6 +309,8 @@ pub(crate) struct Body<'c> {
     limit: Option<u64>,
     /// Stop reading for a while once this many body bytes are in.
     pause: Option<Pause<'c>>,
+    /// Read at most this fast (the rate fault).
+    pace: Option<Pace<'c>>,
     received: u64,
     total_counter: &'c AtomicU64,
     continue_pending: bool,
@@ -320,6 +322,16 @@ struct Pause<'c> {
     wait: Duration,
     sleep: &'c dyn Fn(Duration),
 }
+
+/// A body read at a fixed rate: after each read, sleep until the bytes read so far are due.
+struct Pace<'c> {
+    bytes_per_sec: u64,
+    started: std::time::Instant,
+    sleep: &'c dyn Fn(Duration),
+}
+
+/// The most read at once while pacing, so the rate holds over short spans too.
+const PACE_PIECE: u64 = 64 * 1024;
 
 impl<'c> Body<'c> {
     pub(crate) fn new(
@@ -341,6 +353,7 @@ impl<'c> Body<'c> {
             state,
             limit,
             pause: None,
+            pace: None,
             received: 0,
             total_counter,
             continue_pending: request.expect_continue && state == BodyState::Open,
@@ -350,6 +363,15 @@ impl<'c> Body<'c> {
     /// Stops reading for `wait` (through `sleep`) once `at` body bytes are in.
     pub(crate) fn pause_at(&mut self, at: u64, wait: Duration, sleep: &'c dyn Fn(Duration)) {
         self.pause = Some(Pause { at, wait, sleep });
+    }
+
+    /// Reads the body at most `bytes_per_sec` (sleeping through `sleep`).
+    pub(crate) fn pace(&mut self, bytes_per_sec: u64, sleep: &'c dyn Fn(Duration)) {
+        self.pace = Some(Pace {
+            bytes_per_sec: bytes_per_sec.max(1),
+            started: std::time::Instant::now(),
+            sleep,
+        });
     }
 
     /// Body bytes read so far.
@@ -470,6 +492,9 @@ impl<'c> Body<'c> {
         if let Some(limit) = self.limit {
             n = n.min(limit.saturating_sub(self.received));
         }
+        if self.pace.is_some() {
+            n = n.min(PACE_PIECE);
+        }
         if let Some(p) = &self.pause {
             // Up to the pause (then `ready` waits and lifts it).
             if p.at > self.received {
@@ -482,6 +507,12 @@ impl<'c> Body<'c> {
     fn account(&mut self, n: u64) {
         self.received += n;
         self.remaining -= n;
+        if let Some(p) = &self.pace {
+            let due = Duration::from_secs_f64(self.received as f64 / p.bytes_per_sec as f64);
+            if let Some(ahead) = due.checked_sub(p.started.elapsed()) {
+                (p.sleep)(ahead);
+            }
+        }
         if !self.chunked && self.remaining == 0 && self.state == BodyState::Open {
             self.state = BodyState::Done;
         }

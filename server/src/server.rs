@@ -775,6 +775,10 @@ fn handle(shared: &Shared, conn: &mut Conn, mut req: Request) -> bool {
     if let Some((at, wait)) = plan.body_pause {
         ctx.body.pause_at(at, wait, &pause_sleep);
     }
+    let pace_sleep = |d: Duration| shared.sleep(d);
+    if let Some(rate) = ctx.faults.rate {
+        ctx.body.pace(rate, &pace_sleep);
+    }
     let outcome = if let Err(message) = &parsed {
         ctx.body.drain();
         Outcome::Respond(Response::new(400).body(

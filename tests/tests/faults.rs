@@ -246,6 +246,48 @@ fn stall_delays_the_answer() {
 }
 
 #[test]
+fn rate_paces_the_body_per_connection() {
+    // Issue 16: `rate:R` reads a body at most R bytes per second; two connections at once each
+    // get the rate, so together they take no longer than one.
+    let server = server();
+    let body = vec![7u8; 256 * 1024];
+    let put = |object: &str| {
+        let session = json_session(&server, "b", object);
+        send(
+            server.addr(),
+            "PUT",
+            &session,
+            &[
+                ("Content-Range", "bytes 0-262143/262144"),
+                ("x-resumable-fault", "rate:1MiB"),
+            ],
+            &body,
+        )
+        .unwrap()
+    };
+    let t = Instant::now();
+    assert_eq!(put("one").status, 200);
+    let one = t.elapsed();
+    assert!(
+        one >= Duration::from_millis(240),
+        "a quarter MiB at 1 MiB/s: {one:?}"
+    );
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| put("a"));
+        let b = s.spawn(|| put("b"));
+        assert_eq!(a.join().unwrap().status, 200);
+        assert_eq!(b.join().unwrap().status, 200);
+    });
+    let two = t.elapsed();
+    assert!(
+        two < one * 2,
+        "each connection has its own rate: {two:?} vs {one:?}"
+    );
+    assert_eq!(server.object("b", "a").unwrap(), body);
+}
+
+#[test]
 fn stalls_are_capped_and_cut_short_by_shutdown() {
     // Every wait is bounded: max_stall caps a stall, shutdown interrupts it.
     let capped = server_with(ServerConfig {

@@ -279,7 +279,7 @@ fn job(file: &Path, url: String, chunk: u64, state: &Path, progress: bool) -> Jo
         file: file.to_path_buf(),
         url,
         session: false,
-        chunk,
+        chunk: Some(chunk),
         content_type: HeaderValue::from_static("application/octet-stream"),
         start_headers: HeaderMap::new(),
         recheck: true,

@@ -36,9 +36,11 @@ pub struct GcsArgs {
     /// URL is a session URI to resume (G3).
     #[arg(long)]
     session: bool,
-    /// Bytes per request: a multiple of 256 KiB, e.g. 256KiB, 8MiB, 1048576.
-    #[arg(long, value_name = "SIZE", default_value = "8MiB")]
-    chunk_size: String,
+    /// Bytes per request: a multiple of 256 KiB, e.g. 256KiB, 8MiB, 1048576. Default: a file
+    /// goes in one request (after a failure, one more from what the server holds); stdin in
+    /// 8 MiB requests, each kept in memory until it is acknowledged.
+    #[arg(long, value_name = "SIZE")]
+    chunk_size: Option<String>,
     /// The object's content type (default: from the file name, else application/octet-stream).
     #[arg(long, value_name = "MIME")]
     content_type: Option<String>,
@@ -68,6 +70,9 @@ fn content_type(args: &GcsArgs) -> Result<HeaderValue, Failure> {
     HeaderValue::from_str(&text).map_err(|_| usage("the content type is not valid"))
 }
 
+/// Bytes per request from stdin when `--chunk-size` is not given.
+const STREAM_CHUNK: u64 = 8 << 20;
+
 /// `--chunk-size` of a GCS upload (also the compliance upload's): a multiple of 256 KiB (G4).
 pub(crate) fn chunk_size(text: &str) -> Result<u64, Failure> {
     let size = parse_size(text).map_err(|e| usage(format!("--chunk-size: {e}")))?;
@@ -89,8 +94,9 @@ pub struct Job {
     pub url: String,
     /// `url` is a session URI (G3).
     pub session: bool,
-    /// Bytes per request (a multiple of 256 KiB).
-    pub chunk: u64,
+    /// Bytes per request (a multiple of 256 KiB); `None`: one request for a file, 8 MiB
+    /// requests from stdin.
+    pub chunk: Option<u64>,
     /// The object's content type.
     pub content_type: HeaderValue,
     /// Extra headers for the start request.
@@ -112,7 +118,7 @@ pub struct Report {
 /// Runs `resumable gcs`.
 pub fn run(args: GcsArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     let job = Job {
-        chunk: chunk_size(&args.chunk_size)?,
+        chunk: args.chunk_size.as_deref().map(chunk_size).transpose()?,
         content_type: content_type(&args)?,
         start_headers: parse_headers(&args.headers)?,
         file: args.file,
@@ -178,7 +184,12 @@ pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure>
     });
 
     let mut config = GcsConfig::new(input.total);
-    config.chunk_size = job.chunk;
+    // A file can be read again from any offset, so it goes in one request by default (G4);
+    // a stream keeps each request's bytes until they are acknowledged, so it is chunked.
+    config.chunk_size = job.chunk.unwrap_or(match input.total {
+        Some(_) => GcsConfig::ONE_REQUEST,
+        None => STREAM_CHUNK,
+    });
     config.start_headers = job.start_headers.clone();
     config.fingerprint = input.fingerprint.clone();
     config.recheck_prefix = job.recheck;
