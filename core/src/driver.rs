@@ -275,8 +275,11 @@ pub struct Pilot {
     read_piece: usize,
     total_sent: u64,
     last_wait: Option<Instant>,
-    /// Requests handed to the transport whose outcome the upload has not been told.
-    owed: Vec<RequestId>,
+    /// The time of the last [`Pilot::next`]: when a request handed out then starts.
+    now: Option<Instant>,
+    /// Requests handed to the transport whose outcome the upload has not been told, with when
+    /// they started (for the logs).
+    owed: Vec<(RequestId, Option<Instant>)>,
     /// Requests of an earlier drive that will never be answered, to report as failed.
     abandoned: Vec<RequestId>,
 }
@@ -294,6 +297,7 @@ impl Pilot {
             read_piece: read_piece.max(1),
             total_sent: 0,
             last_wait: None,
+            now: None,
             owed: Vec::new(),
             abandoned: Vec::new(),
         }
@@ -314,12 +318,13 @@ impl Pilot {
     /// stopped part-way (an interrupt, a dropped future) will never be answered, and the next
     /// calls of [`Pilot::next`] report them to the upload as failed.
     pub fn start(&mut self) {
-        self.abandoned.append(&mut self.owed);
+        self.abandoned.extend(self.owed.drain(..).map(|(id, _)| id));
     }
 
     /// Polls `upload` and says what to do next. Call it when the driver has nothing else to
     /// do: at the start, after every step, and whenever a request in flight ends.
     pub fn next<U: Upload>(&mut self, upload: &mut U, now: Instant) -> Step<U::Output> {
+        self.now = Some(now);
         if let Some(request) = self.abandoned.pop() {
             let failure = TransportFailure::Reset;
             // The upload may have ended meanwhile: nothing is owed then.
@@ -345,6 +350,10 @@ impl Pilot {
             Action::Wait(until) => {
                 let first = self.last_wait != Some(until);
                 self.last_wait = Some(until);
+                #[cfg(feature = "tracing")]
+                if first {
+                    log::wait(upload, now, until);
+                }
                 Step::Wait { until, first }
             }
             Action::Idle if self.owed.is_empty() => Step::Done(Err(DriveError::Contract(
@@ -385,7 +394,9 @@ impl Pilot {
     /// the caller's hook); it was not counted as out, so the upload is told nothing.
     pub fn sending(&mut self, transmit: &mut Transmit) -> Result<Sending, DriveError> {
         check_content_length(transmit)?;
-        self.owed.push(transmit.id);
+        self.owed.push((transmit.id, self.now));
+        #[cfg(feature = "tracing")]
+        log::request(transmit);
         Ok(Sending {
             id: transmit.id,
             body_len: transmit.body.len(),
@@ -458,9 +469,15 @@ impl Pilot {
         id: RequestId,
         exchange: Option<Result<http::Response<Bytes>, TransportFailure>>,
     ) -> Result<Event<'static>, DriveError> {
-        if let Some(at) = self.owed.iter().position(|&owed| owed == id) {
-            self.owed.swap_remove(at);
-        }
+        let started = match self.owed.iter().position(|owed| owed.0 == id) {
+            Some(at) => self.owed.swap_remove(at).1,
+            None => None,
+        };
+        let took = started.map(|t| now.saturating_duration_since(t));
+        #[cfg(feature = "tracing")]
+        log::outcome(id, took, &exchange);
+        #[cfg(not(feature = "tracing"))]
+        let _ = took;
         match exchange.unwrap_or(Err(TransportFailure::Reset)) {
             Ok(response) => {
                 let status = response.status();
@@ -477,6 +494,84 @@ impl Pilot {
                     failure,
                 })
             }
+        }
+    }
+}
+
+/// The `tracing` events of a drive: targets `resumable::http` (a `debug` line per request and
+/// per answer, an `info` line per failed exchange) and `resumable::retry` (an `info` line per
+/// retry, a `debug` line per other wait). URIs and headers go through the redacting views of
+/// [`crate::secret`]: no credential, signature, upload id or session URI appears.
+#[cfg(feature = "tracing")]
+mod log {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use crate::action::{RequestId, Transmit, TransportFailure, Upload};
+    use crate::secret::{LoggedHeaders, RedactedUri};
+
+    pub(super) fn request(t: &Transmit) {
+        tracing::debug!(
+            target: "resumable::http",
+            request = t.id.get(),
+            body_bytes = t.body.len(),
+            "> {} {} ({} body bytes) {}",
+            t.request.method(),
+            RedactedUri(t.request.uri()),
+            t.body.len(),
+            LoggedHeaders(t.request.headers()),
+        );
+    }
+
+    pub(super) fn outcome(
+        id: RequestId,
+        took: Option<Duration>,
+        exchange: &Option<Result<http::Response<Bytes>, TransportFailure>>,
+    ) {
+        let ms = took.map_or(0, |d| d.as_millis());
+        match exchange {
+            Some(Ok(response)) => tracing::debug!(
+                target: "resumable::http",
+                request = id.get(),
+                status = response.status().as_u16(),
+                ms,
+                "< {} in {ms} ms ({} body bytes) {}",
+                response.status(),
+                response.body().len(),
+                LoggedHeaders(response.headers()),
+            ),
+            Some(Err(failure)) => tracing::info!(
+                target: "resumable::http",
+                request = id.get(),
+                ms,
+                "request {} failed after {ms} ms: {failure}",
+                id.get(),
+            ),
+            None => tracing::info!(
+                target: "resumable::http",
+                request = id.get(),
+                "request {} was stopped before its answer",
+                id.get(),
+            ),
+        }
+    }
+
+    pub(super) fn wait<U: Upload>(upload: &U, now: Instant, until: Instant) {
+        let ms = until.saturating_duration_since(now).as_millis();
+        match upload.last_retry().filter(|r| r.until == until) {
+            Some(r) => tracing::info!(
+                target: "resumable::retry",
+                attempt = r.attempt,
+                max_attempts = r.max_attempts,
+                wait_ms = r.wait.as_millis(),
+                "{}; retrying in {:.1} s, attempt {} of {}",
+                r.cause_in_words(),
+                r.wait.as_secs_f64(),
+                r.attempt,
+                r.max_attempts,
+            ),
+            None => tracing::debug!(target: "resumable::retry", wait_ms = ms, "waiting {ms} ms"),
         }
     }
 }

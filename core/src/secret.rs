@@ -103,11 +103,44 @@ impl fmt::Display for RedactedUri<'_> {
             }
         }
         f.write_str(self.0.path())?;
-        if self.0.query().is_some() {
-            f.write_str("?<redacted>")?;
+        if let Some(query) = self.0.query() {
+            // Parameter names, and values only of the protocols' own bookkeeping parameters:
+            // a signature, an upload id or a token is never shown.
+            for (i, pair) in query.split('&').enumerate() {
+                f.write_str(if i == 0 { "?" } else { "&" })?;
+                match pair.split_once('=') {
+                    Some((name, value)) if SHOWN_QUERY.contains(&name) => {
+                        write!(f, "{name}={value}")?;
+                    }
+                    Some((name, _)) if name.len() <= 64 && name.bytes().all(is_name_byte) => {
+                        write!(f, "{name}=<redacted>")?;
+                    }
+                    _ => f.write_str("<redacted>")?,
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Query parameters whose values are the protocols' own bookkeeping, safe to show.
+const SHOWN_QUERY: &[&str] = &[
+    "uploadType",
+    "name",
+    "alt",
+    "command",
+    "segment_index",
+    "media_id",
+    "media_category",
+    "media_type",
+    "total_bytes",
+    "resumable",
+    "partNumber",
+    "uploads",
+];
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
 }
 
 /// Headers whose values are protocol bookkeeping, safe to show in `Debug`.
@@ -123,6 +156,23 @@ const SHOWN_HEADERS: &[&str] = &[
     "x-ton-content-type",
     "x-ton-content-length",
     "x-ton-expires",
+    "x-ton-min-chunk-size",
+    "x-ton-max-chunk-size",
+    "x-goog-stored-content-length",
+    "x-goog-generation",
+    "x-http-status-code-override",
+    "retry-after",
+    "x-rate-limit-limit",
+    "x-rate-limit-remaining",
+    "x-rate-limit-reset",
+    "date",
+    "expires",
+    "etag",
+    "upload-offset",
+    "upload-length",
+    "upload-complete",
+    "upload-limit",
+    "tus-resumable",
 ];
 
 /// Shows header names, and values only for the protocol's own bookkeeping headers.
@@ -139,6 +189,31 @@ impl fmt::Debug for RedactedHeaders<'_> {
             }
         }
         map.finish()
+    }
+}
+
+/// Headers for a log line, `name: value; …`: values of the protocols' bookkeeping headers,
+/// `Location` without its secrets (see [`RedactedUri`]), everything else (credentials, cookies,
+/// values marked sensitive) as `<redacted>`.
+pub struct LoggedHeaders<'a>(pub &'a HeaderMap);
+
+impl fmt::Display for LoggedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            let text = value.to_str().ok().filter(|_| !value.is_sensitive());
+            match (name.as_str(), text) {
+                (shown, Some(v)) if SHOWN_HEADERS.contains(&shown) => write!(f, "{shown}: {v}")?,
+                ("location", Some(v)) => match v.parse::<Uri>() {
+                    Ok(uri) => write!(f, "location: {}", RedactedUri(&uri))?,
+                    Err(_) => f.write_str("location: <redacted>")?,
+                },
+                (other, _) => write!(f, "{other}: <redacted>")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -160,7 +235,38 @@ mod tests {
             .parse()
             .unwrap();
         let shown = RedactedUri(&uri).to_string();
-        assert_eq!(shown, "https://host.example:8443/a/b?<redacted>");
+        assert_eq!(shown, "https://host.example:8443/a/b?sig=<redacted>");
+        let uri: Uri = "https://h.example/upload?uploadType=resumable&upload_id=SECRET&%41=B"
+            .parse()
+            .unwrap();
+        let shown = RedactedUri(&uri).to_string();
+        assert_eq!(
+            shown,
+            "https://h.example/upload?uploadType=resumable&upload_id=<redacted>&<redacted>"
+        );
+    }
+
+    #[test]
+    fn logged_headers_show_bookkeeping_and_hide_credentials_and_session_uris() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer SECRET".parse().unwrap());
+        h.insert("range", "bytes=0-9".parse().unwrap());
+        h.insert(
+            "location",
+            "https://s.example/up?upload_id=SECRET2".parse().unwrap(),
+        );
+        let mut marked: http::HeaderValue = "bytes 0-1/2".parse().unwrap();
+        marked.set_sensitive(true);
+        h.insert("content-range", marked);
+        let shown = LoggedHeaders(&h).to_string();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("range: bytes=0-9"), "{shown}");
+        assert!(
+            shown.contains("location: https://s.example/up?upload_id=<redacted>"),
+            "{shown}"
+        );
+        assert!(shown.contains("content-range: <redacted>"), "{shown}");
+        assert!(shown.contains("authorization: <redacted>"), "{shown}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod compliance;
 mod demo;
 mod gcs;
+mod logging;
 mod media;
 mod output;
 mod results;
@@ -31,6 +32,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show every retry, wait and failed request on stderr, one line each.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Show every request and answer on stderr (method, address, headers, status, time), with
+    /// credentials, signatures and session addresses replaced by <redacted>.
+    #[arg(long, global = true)]
+    log_http: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,6 +222,7 @@ mod signals {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose, cli.log_http);
     let interrupt = signals::install();
     let json = cli.command.json();
     let result = match cli.command {

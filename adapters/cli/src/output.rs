@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,6 +15,21 @@ const BAR: &str = "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_s
 const SPINNER: &str = "{prefix} {spinner} {bytes} {binary_bytes_per_sec}";
 const BAR_WAITING: &str = "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}";
 const SPINNER_WAITING: &str = "{prefix} {spinner} {bytes} {msg}";
+
+/// The bar on screen, if any: log lines (`-v`, `--log-http`) are printed above it.
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Writes a log line to stderr, above the progress bar when one is shown.
+pub fn log_line(bytes: &[u8]) {
+    let bar = SHOWN.lock().ok().and_then(|b| b.clone());
+    let write = || {
+        let _ = std::io::stderr().lock().write_all(bytes);
+    };
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
 
 /// A progress bar on stderr, or nothing when it is off or stderr is not a terminal.
 pub struct Progress {
@@ -45,6 +61,9 @@ impl Progress {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_prefix(label.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut shown) = SHOWN.lock() {
+            *shown = Some(bar.clone());
+        }
         progress.bar = Some(bar);
         progress.style(false);
         progress
@@ -114,6 +133,9 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            if let Ok(mut shown) = SHOWN.lock() {
+                *shown = None;
+            }
         }
     }
 }
