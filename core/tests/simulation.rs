@@ -1,6 +1,6 @@
-//! Deterministic simulation: every upload (GCS, TON, media v1.1 and v2) against a seeded
-//! simulated server on a simulated clock, 10,000 seeds per protocol by default. Rule ids are
-//! from `docs/protocols`.
+//! Deterministic simulation: every upload (GCS, TON, media v1.1 and v2, the batch compliance
+//! job) against a seeded simulated server on a simulated clock, 10,000 seeds per protocol by
+//! default. Rule ids are from `docs/protocols`.
 //!
 //! # Running it
 //!
@@ -12,9 +12,9 @@
 //! ```
 //!
 //! `SIM_SEED` runs that one seed (every failing seed is printed with this command) and prints
-//! its transcript; `SIM_PROTOCOL` (`gcs`, `ton`, `media-v1`, `media-v2`) runs one protocol;
-//! `SIM_START` is the first seed of a range; `SIM_THREADS` splits each protocol's seeds over
-//! that many threads. A seed's run depends on nothing else (not the profile, the threads or
+//! its transcript; `SIM_PROTOCOL` (`gcs`, `ton`, `media-v1`, `media-v2`, `compliance`) runs one
+//! protocol; `SIM_START` is the first seed of a range; `SIM_THREADS` splits each protocol's
+//! seeds over that many threads. A seed's run depends on nothing else (not the profile, the threads or
 //! the other seeds): `a_seed_replays_exactly` checks it.
 //!
 //! # The fault model
@@ -37,9 +37,27 @@
 //! - expire the session (GCS: 404 after a deadline; TON: `Expires`; media:
 //!   `expires_after_secs`).
 //!
+//! The compliance job (C1–C3) meets a simulated X API (`sim/compliance.rs`) whose `upload_url`
+//! is a signed URL of the same simulated GCS server, with its faults and lies (a resumable
+//! job's upload is a GCS session on it; a one-`PUT` job's is one `PUT`, answered by the API's
+//! server with the API's faults). Create answers carry `upload_url`, `resumable` (sometimes
+//! `false` to a job created resumable, C2) and the timestamps; status answers go `created`,
+//! then `in_progress` for up to 7 polls once the upload has arrived, then `complete` or
+//! `failed`, or `expired` when the upload arrived after `upload_expires_at` (or not by then);
+//! some carry only `id` and `status`. Per API request the server may refuse (a final 4xx in the
+//! API's shapes), lose the request or the response, answer 429 with `x-rate-limit-reset`
+//! (sometimes `Retry-After` too) or a 5xx with or without `Retry-After`, garble a 2xx body
+//! (garbage, cut short, no `data`), or lie once (a job without `upload_url`, an id that cannot
+//! go in a URL, a job of the other type, a status about another job or unknown). The upload URL
+//! refuses requests from `upload_expires_at` on (2 s to 15 minutes after creation), with a
+//! `Date` that says so; the session it started lives on (G3). Poll intervals (6–30 s, growing
+//! to at most 2 minutes) and the poll deadline are drawn; the file may be a stream of unknown
+//! size.
+//!
 //! The driver may: crash at any request (the request reaches the server, its response is lost)
-//! and restart from the last saved resume state (GCS: sometimes from the bare session URI);
-//! hand in reads in pieces; and feed stale answers: the last answer again (a duplicate), an
+//! and restart from the last saved resume state (GCS: sometimes from the bare session URI;
+//! compliance: `ComplianceJob::resume`, even past the upload URL's expiry, after checking that
+//! `check_upload_url` agrees with the server's clock); hand in reads in pieces; and feed stale answers: the last answer again (a duplicate), an
 //! older request's answer (reordered), or an answer for an id never handed out. Media uploads
 //! run with 1 to 3 APPENDs in flight, answered in random order. Every request takes simulated
 //! time (5 ms plus the body at the link's speed; a timeout 30 s more); `Wait`s jump the clock.
@@ -48,7 +66,9 @@
 //!
 //! 1. Success only when the server holds exactly the source (GCS: the session's bytes and its
 //!    completion; TON: the stored object; media: the finalized segments in order, processing
-//!    ended `succeeded`), and the reported size is the source's.
+//!    ended `succeeded`; compliance: the server said `complete` for the job, which it does only
+//!    once the job's upload arrived, and every completed GCS session of the job, or its one
+//!    `PUT`, holds exactly the ids file), and the reported size is the source's.
 //! 2. No byte past an acknowledged range is assumed stored: after every input
 //!    `persisted() <= held`, what the server holds for the session the client works on (its
 //!    contiguous prefix); `persisted()` never decreases within a process and never passes the
@@ -76,16 +96,29 @@
 //! 6. A typed error otherwise, licensed by what happened: `RetriesExhausted` only after
 //!    retryable failures, `Server`/`Api` only after a refusal, `SessionGone`/`Expired`/
 //!    `MediaExpired` only after 404/410 or expiry, `Protocol`/`Integrity` only after a lie or a
-//!    garbled body, `Processing*` only after processing said so; never `Usage`. A lie must end
+//!    garbled body, `Processing*` only after processing said so; compliance: `Failed` and
+//!    `Expired` only after the job's status said so, `UploadUrlExpired` only once the server's
+//!    clock passed `upload_expires_at`, `PollDeadline` only after an unfinished status or failed
+//!    polls; never `Usage`. A lie must end
 //!    the upload with the error it calls for at once (for a GCS completion: once the rest of
 //!    the source is read to check it, G7).
 //! 7. A stale answer (duplicate, reordered, or never handed out) is
 //!    `UsageError::UnknownRequest` and changes nothing (the upload's `Debug`, `persisted()` and
 //!    resume state are the same after it).
 //! 8. `Done` is sticky: polls repeat the outcome, every `handle_*` is `UsageError::Finished`.
-//! 9. The simulated server's own checks of the client (G1–G6, T1–T6, M1–M6) find nothing, no
-//!    panic happens, every request is handed out once, and `Idle` comes only with requests in
-//!    flight.
+//! 9. The simulated server's own checks of the client (G1–G6, T1–T6, M1–M6, C1–C3) find
+//!    nothing, no panic happens, every request is handed out once, and `Idle` comes only with
+//!    requests in flight. For compliance these include: no job is created twice (once the
+//!    client has read a create answer, or resumed from a state, it never POSTs again); every
+//!    API request carries the API headers and no request to `upload_url` or the session does
+//!    (C2); the create body names the type and `resumable`, a resumable job is uploaded
+//!    resumably whatever the answer said and a one-`PUT` job by one `PUT` (C2); no poll before
+//!    the upload arrived; and the pace of polls (C3): after a status that finds the job
+//!    unfinished the next API request waits the poll interval (never under 6 s), after a
+//!    retryable answer what it asks for (`x-rate-limit-reset` against `Date`, or
+//!    `Retry-After`, capped by the policy) and at least the first backoff, after a transport
+//!    failure the first backoff; only a process's first API request (the first poll after the
+//!    upload, a resumed job's poll) goes at once; at most 150 polls in any 15 minutes.
 //!
 //! A lie is judged by what the server saw, so in a run with a lie armed the driver neither
 //! answers in the server's place (bursts) nor resumes from a bare session URI (which knows
