@@ -1054,6 +1054,9 @@ impl ComplianceJob {
     /// The upload is done: poll at once (C3).
     fn upload_done(&mut self, bytes: u64, completion: Option<GcsCompletion>) {
         self.uploaded = bytes;
+        // A stream's size is known now: the resume state keeps it, so a job resumed to poll
+        // still reports the bytes the server holds.
+        self.total = self.total.or(Some(bytes));
         self.completion = completion;
         self.stage = Stage::Poll;
         self.engine.clear_wait();

@@ -1,6 +1,6 @@
-//! Deterministic simulation: every upload (GCS, TON, media v1.1 and v2) against a seeded
-//! simulated server on a simulated clock, 10,000 seeds per protocol by default. Rule ids are
-//! from `docs/protocols`.
+//! Deterministic simulation: every upload (GCS, TON, media v1.1 and v2, the batch compliance
+//! job) against a seeded simulated server on a simulated clock, 10,000 seeds per protocol by
+//! default. Rule ids are from `docs/protocols`.
 //!
 //! # Running it
 //!
@@ -12,9 +12,9 @@
 //! ```
 //!
 //! `SIM_SEED` runs that one seed (every failing seed is printed with this command) and prints
-//! its transcript; `SIM_PROTOCOL` (`gcs`, `ton`, `media-v1`, `media-v2`) runs one protocol;
-//! `SIM_START` is the first seed of a range; `SIM_THREADS` splits each protocol's seeds over
-//! that many threads. A seed's run depends on nothing else (not the profile, the threads or
+//! its transcript; `SIM_PROTOCOL` (`gcs`, `ton`, `media-v1`, `media-v2`, `compliance`) runs one
+//! protocol; `SIM_START` is the first seed of a range; `SIM_THREADS` splits each protocol's
+//! seeds over that many threads. A seed's run depends on nothing else (not the profile, the threads or
 //! the other seeds): `a_seed_replays_exactly` checks it.
 //!
 //! # The fault model
@@ -37,9 +37,27 @@
 //! - expire the session (GCS: 404 after a deadline; TON: `Expires`; media:
 //!   `expires_after_secs`).
 //!
+//! The compliance job (C1–C3) meets a simulated X API (`sim/compliance.rs`) whose `upload_url`
+//! is a signed URL of the same simulated GCS server, with its faults and lies (a resumable
+//! job's upload is a GCS session on it; a one-`PUT` job's is one `PUT`, answered by the API's
+//! server with the API's faults). Create answers carry `upload_url`, `resumable` (sometimes
+//! `false` to a job created resumable, C2) and the timestamps; status answers go `created`,
+//! then `in_progress` for up to 7 polls once the upload has arrived, then `complete` or
+//! `failed`, or `expired` when the upload arrived after `upload_expires_at` (or not by then);
+//! some carry only `id` and `status`. Per API request the server may refuse (a final 4xx in the
+//! API's shapes), lose the request or the response, answer 429 with `x-rate-limit-reset`
+//! (sometimes `Retry-After` too) or a 5xx with or without `Retry-After`, garble a 2xx body
+//! (garbage, cut short, no `data`), or lie once (a job without `upload_url`, an id that cannot
+//! go in a URL, a job of the other type, a status about another job or unknown). The upload URL
+//! refuses requests from `upload_expires_at` on (2 s to 15 minutes after creation), with a
+//! `Date` that says so; the session it started lives on (G3). Poll intervals (6–30 s, growing
+//! to at most 2 minutes) and the poll deadline are drawn; the file may be a stream of unknown
+//! size.
+//!
 //! The driver may: crash at any request (the request reaches the server, its response is lost)
-//! and restart from the last saved resume state (GCS: sometimes from the bare session URI);
-//! hand in reads in pieces; and feed stale answers: the last answer again (a duplicate), an
+//! and restart from the last saved resume state (GCS: sometimes from the bare session URI;
+//! compliance: `ComplianceJob::resume`, even past the upload URL's expiry, after checking that
+//! `check_upload_url` agrees with the server's clock); hand in reads in pieces; and feed stale answers: the last answer again (a duplicate), an
 //! older request's answer (reordered), or an answer for an id never handed out. Media uploads
 //! run with 1 to 3 APPENDs in flight, answered in random order. Every request takes simulated
 //! time (5 ms plus the body at the link's speed; a timeout 30 s more); `Wait`s jump the clock.
@@ -48,7 +66,9 @@
 //!
 //! 1. Success only when the server holds exactly the source (GCS: the session's bytes and its
 //!    completion; TON: the stored object; media: the finalized segments in order, processing
-//!    ended `succeeded`), and the reported size is the source's.
+//!    ended `succeeded`; compliance: the server said `complete` for the job, which it does only
+//!    once the job's upload arrived, and every completed GCS session of the job, or its one
+//!    `PUT`, holds exactly the ids file), and the reported size is the source's.
 //! 2. No byte past an acknowledged range is assumed stored: after every input
 //!    `persisted() <= held`, what the server holds for the session the client works on (its
 //!    contiguous prefix); `persisted()` never decreases within a process and never passes the
@@ -76,16 +96,29 @@
 //! 6. A typed error otherwise, licensed by what happened: `RetriesExhausted` only after
 //!    retryable failures, `Server`/`Api` only after a refusal, `SessionGone`/`Expired`/
 //!    `MediaExpired` only after 404/410 or expiry, `Protocol`/`Integrity` only after a lie or a
-//!    garbled body, `Processing*` only after processing said so; never `Usage`. A lie must end
+//!    garbled body, `Processing*` only after processing said so; compliance: `Failed` and
+//!    `Expired` only after the job's status said so, `UploadUrlExpired` only once the server's
+//!    clock passed `upload_expires_at`, `PollDeadline` only after an unfinished status or failed
+//!    polls; never `Usage`. A lie must end
 //!    the upload with the error it calls for at once (for a GCS completion: once the rest of
 //!    the source is read to check it, G7).
 //! 7. A stale answer (duplicate, reordered, or never handed out) is
 //!    `UsageError::UnknownRequest` and changes nothing (the upload's `Debug`, `persisted()` and
 //!    resume state are the same after it).
 //! 8. `Done` is sticky: polls repeat the outcome, every `handle_*` is `UsageError::Finished`.
-//! 9. The simulated server's own checks of the client (G1–G6, T1–T6, M1–M6) find nothing, no
-//!    panic happens, every request is handed out once, and `Idle` comes only with requests in
-//!    flight.
+//! 9. The simulated server's own checks of the client (G1–G6, T1–T6, M1–M6, C1–C3) find
+//!    nothing, no panic happens, every request is handed out once, and `Idle` comes only with
+//!    requests in flight. For compliance these include: no job is created twice (once the
+//!    client has read a create answer, or resumed from a state, it never POSTs again); every
+//!    API request carries the API headers and no request to `upload_url` or the session does
+//!    (C2); the create body names the type and `resumable`, a resumable job is uploaded
+//!    resumably whatever the answer said and a one-`PUT` job by one `PUT` (C2); no poll before
+//!    the upload arrived; and the pace of polls (C3): after a status that finds the job
+//!    unfinished the next API request waits the poll interval (never under 6 s), after a
+//!    retryable answer what it asks for (`x-rate-limit-reset` against `Date`, or
+//!    `Retry-After`, capped by the policy) and at least the first backoff, after a transport
+//!    failure the first backoff; only a process's first API request (the first poll after the
+//!    upload, a resumed job's poll) goes at once; at most 150 polls in any 15 minutes.
 //!
 //! A lie is judged by what the server saw, so in a run with a lie armed the driver neither
 //! answers in the server's place (bursts) nor resumes from a bare session URI (which knows
@@ -104,6 +137,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response};
 use resumable_core::checksum::Checksums;
+use resumable_core::compliance::{
+    CompletedJob, ComplianceConfig, ComplianceJob, ComplianceResumeState, JobError, JobStatus,
+    JobType, Phase, SavedPhase,
+};
 use resumable_core::gcs::{GcsCompletion, GcsConfig, GcsUpload, ResumeState, Start};
 use resumable_core::media::{
     ApiVersion, MAX_CHECK_AFTER, MediaCompletion, MediaConfig, MediaResumeState, MediaUpload,
@@ -112,12 +149,15 @@ use resumable_core::ton::{TonCompletion, TonConfig, TonResumeState, TonStart, To
 use resumable_core::{
     Action, Error, RequestId, RetryPolicy, Transmit, TransportFailure, Upload, UsageError,
 };
-use sim::exchange::{Event, Exchange, Must};
+use sim::compliance::{
+    API_BASE, API_HEADERS, API_LIES, ComplianceKnobs, ComplianceServer, JobEnd, Pace,
+};
+use sim::exchange::{Event, Exchange};
 use sim::media::{
     MEDIA_LIES, MediaKnobs, MediaServer, Processing, ProcessingEnd, V1_ENDPOINT, V2_BASE,
 };
 use sim::ton::{TON_BUCKET, TON_LIES, TonKnobs, TonLie, TonServer};
-use sim::{Expect, JSON_START, Knobs, Lie, ObjectJson, SimRng, SimServer, XML_START};
+use sim::{JSON_START, Knobs, Lie, ObjectJson, SimRng, SimServer, XML_START};
 
 const G: u64 = sim::GRANULE;
 const KIB: u64 = 1024;
@@ -136,6 +176,7 @@ enum Protocol {
     Ton,
     MediaV1,
     MediaV2,
+    Compliance,
 }
 
 impl Protocol {
@@ -145,6 +186,7 @@ impl Protocol {
             Protocol::Ton => "ton",
             Protocol::MediaV1 => "media-v1",
             Protocol::MediaV2 => "media-v2",
+            Protocol::Compliance => "compliance",
         }
     }
 
@@ -176,6 +218,16 @@ impl Protocol {
                 "ProcessingFailed",
                 "MediaExpired",
             ],
+            Protocol::Compliance => &[
+                "ok",
+                "RetriesExhausted",
+                "Api",
+                "Protocol",
+                "Integrity",
+                "Failed",
+                "UploadUrlExpired",
+                "PollDeadline",
+            ],
         }
     }
 
@@ -193,6 +245,10 @@ impl Protocol {
             }
             Protocol::MediaV1 | Protocol::MediaV2 => {
                 let world = MediaWorld::draw(&mut rng, &setup, self == Protocol::MediaV2);
+                Driver::new(world, setup, rng, transcript).run()
+            }
+            Protocol::Compliance => {
+                let world = ComplianceWorld::draw(&mut rng, &setup);
                 Driver::new(world, setup, rng, transcript).run()
             }
         }
@@ -335,6 +391,11 @@ fn media_v2() {
     simulate(Protocol::MediaV2);
 }
 
+#[test]
+fn compliance() {
+    simulate(Protocol::Compliance);
+}
+
 /// A seed replays exactly: the same transcript (requests, answers, waits, outcome) twice.
 #[test]
 fn a_seed_replays_exactly() {
@@ -346,6 +407,7 @@ fn a_seed_replays_exactly() {
         Protocol::Ton,
         Protocol::MediaV1,
         Protocol::MediaV2,
+        Protocol::Compliance,
     ] {
         for seed in 0..40 {
             let a = protocol.run(seed, true).map(|s| s.transcript);
@@ -494,6 +556,20 @@ trait World {
     /// A lie is armed. Its server judges what the client knows by the requests it saw, so the
     /// driver then answers no request in the server's place (no bursts).
     fn lying(&self) -> bool;
+    /// The upload handed out `send` at `now` (compliance: the pace of its polls, C3).
+    fn handed_out(&mut self, _now: Instant, _send: &Transmit) {}
+    /// The upload gets `outcome` for `send` at `now`: the server's answer, or the driver's own
+    /// in a burst.
+    fn answered(
+        &mut self,
+        _now: Instant,
+        _send: &Transmit,
+        _outcome: &Result<Response<Bytes>, TransportFailure>,
+    ) {
+    }
+    /// Errors the state at the end licenses (compliance: the upload URL expired by the clock,
+    /// which the client may find out by itself, C2).
+    fn final_licenses(&self, _now: Instant, _upload: &Self::U, _licenses: &mut Licenses) {}
 }
 
 // ---- GCS ----
@@ -555,67 +631,11 @@ impl GcsWorld {
                     .then(|| Bytes::from_static(br#"{"name":"object.bin"}"#)),
             }
         };
-        let mut knobs = Knobs::flaky();
-        knobs.drop_before = setup.rate(10);
-        knobs.drop_after = setup.rate(10);
-        knobs.status = setup.rate(25);
-        knobs.retry_after = 300;
-        knobs.max_retry_after_secs = rng.pick(&[5, 30, 90]);
-        knobs.partial = rng.pick(&[0, 100, 300, 600]);
-        knobs.arbitrary_prefix = rng.chance(500);
-        knobs.refuse = if rng.chance(150) { 4 } else { 0 };
-        knobs.gone = if rng.chance(150) { 4 } else { 0 };
-        knobs.honour_no_308 = rng.chance(800);
-        knobs.relative_location = rng.chance(300);
-        knobs.object_json = rng.pick(&[ObjectJson::ByApi, ObjectJson::Always, ObjectJson::Never]);
-        knobs.report_md5 = config.checksums.md5;
-        knobs.numeric_size = rng.chance(300);
+        let knobs = gcs_knobs(rng, setup, config.checksums.md5);
         let mut sim = SimServer::new(rng.next_u64(), knobs);
         let lying = rng.chance(120);
-        if lying {
-            let lies = [
-                Lie::RangeBeyondSent {
-                    extra: 1 + rng.below(1000),
-                },
-                Lie::RangeNotFromZero {
-                    start: 1 + rng.below(100),
-                    len: rng.below(1000),
-                },
-                Lie::RangeBackwards {
-                    per_mille: rng.below(1000) as u16,
-                },
-                Lie::GarbageRange(rng.below(11) as usize),
-                Lie::CompleteEarly,
-                Lie::TruncatedObject {
-                    per_mille: rng.below(1000) as u16,
-                },
-                Lie::WrongSize {
-                    delta: 1 + rng.below(100),
-                    bigger: rng.chance(500),
-                },
-                Lie::WrongCrc32c {
-                    xor: 1 + rng.below(1 << 31) as u32,
-                    in_header: rng.chance(500),
-                },
-                Lie::WrongMd5 {
-                    in_header: rng.chance(500),
-                },
-                Lie::NoLocation(rng.below(7) as usize),
-                Lie::OddStatus(rng.pick(&[204, 302, 307])),
-                Lie::ForeignCompletion {
-                    proof: rng.below(4) as u8,
-                },
-            ];
-            let lie = rng.pick(&lies);
-            // A checksum the client does not compute is no lie it can detect.
-            let detectable = match lie {
-                Lie::WrongCrc32c { .. } => crc32c,
-                Lie::WrongMd5 { .. } => config.checksums.md5,
-                _ => true,
-            };
-            if detectable {
-                sim = sim.with_lie(lie, rng.below(4) as u32);
-            }
+        if lying && let Some((lie, skip)) = gcs_lie(rng, config.checksums) {
+            sim = sim.with_lie(lie, skip);
         }
         GcsWorld {
             sim,
@@ -637,6 +657,73 @@ impl GcsWorld {
             unprovable: false,
         }
     }
+}
+
+/// The simulated GCS server's behaviour for a run (the GCS upload's, and a compliance job's
+/// upload URL's).
+fn gcs_knobs(rng: &mut SimRng, setup: &Setup, md5: bool) -> Knobs {
+    let mut knobs = Knobs::flaky();
+    knobs.drop_before = setup.rate(10);
+    knobs.drop_after = setup.rate(10);
+    knobs.status = setup.rate(25);
+    knobs.retry_after = 300;
+    knobs.max_retry_after_secs = rng.pick(&[5, 30, 90]);
+    knobs.partial = rng.pick(&[0, 100, 300, 600]);
+    knobs.arbitrary_prefix = rng.chance(500);
+    knobs.refuse = if rng.chance(150) { 4 } else { 0 };
+    knobs.gone = if rng.chance(150) { 4 } else { 0 };
+    knobs.honour_no_308 = rng.chance(800);
+    knobs.relative_location = rng.chance(300);
+    knobs.object_json = rng.pick(&[ObjectJson::ByApi, ObjectJson::Always, ObjectJson::Never]);
+    knobs.report_md5 = md5;
+    knobs.numeric_size = rng.chance(300);
+    knobs
+}
+
+/// A lie for the simulated GCS server to tell once, after skipping some chances; `None` when
+/// the one drawn is about a checksum the client does not compute (no lie it can detect).
+fn gcs_lie(rng: &mut SimRng, checksums: Checksums) -> Option<(Lie, u32)> {
+    let lies = [
+        Lie::RangeBeyondSent {
+            extra: 1 + rng.below(1000),
+        },
+        Lie::RangeNotFromZero {
+            start: 1 + rng.below(100),
+            len: rng.below(1000),
+        },
+        Lie::RangeBackwards {
+            per_mille: rng.below(1000) as u16,
+        },
+        Lie::GarbageRange(rng.below(11) as usize),
+        Lie::CompleteEarly,
+        Lie::TruncatedObject {
+            per_mille: rng.below(1000) as u16,
+        },
+        Lie::WrongSize {
+            delta: 1 + rng.below(100),
+            bigger: rng.chance(500),
+        },
+        Lie::WrongCrc32c {
+            xor: 1 + rng.below(1 << 31) as u32,
+            in_header: rng.chance(500),
+        },
+        Lie::WrongMd5 {
+            in_header: rng.chance(500),
+        },
+        Lie::NoLocation(rng.below(7) as usize),
+        Lie::OddStatus(rng.pick(&[204, 302, 307])),
+        Lie::ForeignCompletion {
+            proof: rng.below(4) as u8,
+        },
+    ];
+    let lie = rng.pick(&lies);
+    // A checksum the client does not compute is no lie it can detect.
+    let detectable = match lie {
+        Lie::WrongCrc32c { .. } => checksums.crc32c,
+        Lie::WrongMd5 { .. } => checksums.md5,
+        _ => true,
+    };
+    detectable.then(|| (lie, rng.below(4) as u32))
 }
 
 impl World for GcsWorld {
@@ -688,33 +775,8 @@ impl World for GcsWorld {
             (Some(b), Some(a)) => (a - b, overlap(&send.body.source, b)),
             _ => (0, 0),
         };
+        let event = sim::exchange::gcs_event(&reply, start);
         let mut outcome = reply.outcome;
-        let event = if let Some(expect) = reply.lie {
-            Event::Lie(match expect {
-                Expect::Exact(e) => Must::Like(e),
-                // A bare session of unknown size learns the size from the source and then
-                // finds the object short (G3, G7).
-                Expect::Integrity => Must::Match("an unproven or wrong object", |e| {
-                    matches!(e, Error::Integrity(_))
-                }),
-                Expect::PrematureCompletion => Must::Match("premature completion", |e| {
-                    matches!(
-                        e,
-                        Error::Protocol(
-                            resumable_core::ProtocolViolation::PrematureCompletion { .. }
-                        ) | Error::Integrity(resumable_core::IntegrityError::Size { .. })
-                    )
-                }),
-            })
-        } else {
-            match reply.fate {
-                sim::Fate::Answer(_) => Event::Answered,
-                sim::Fate::Status { .. } => Event::Retryable,
-                sim::Fate::DropBefore(_) | sim::Fate::DropAfter { .. } => Event::Transport,
-                sim::Fate::Gone(_) if !start => Event::Gone,
-                sim::Fate::Gone(_) | sim::Fate::Refuse(_) => Event::Refused,
-            }
-        };
         if let (Ok(response), Event::Answered | Event::Retryable | Event::Refused) =
             (&mut outcome, &event)
         {
@@ -1128,6 +1190,266 @@ impl World for MediaWorld {
     }
 }
 
+// ---- compliance ----
+
+struct ComplianceWorld {
+    server: ComplianceServer,
+    pace: Pace,
+    source: &'static [u8],
+    config: ComplianceConfig,
+    steps: u64,
+    lying: bool,
+    /// Where `ComplianceResumeState::check_upload_url` disagreed with the server's clock.
+    disagreements: Vec<String>,
+}
+
+impl ComplianceWorld {
+    fn draw(rng: &mut SimRng, setup: &Setup) -> Self {
+        // An ids file of 20-byte lines (the bytes are noise: the protocol does not read them).
+        let lines = rng.pick(&[20, 2_000, 30_000]);
+        let len = 20 * (1 + rng.below(lines));
+        let source = source(rng, len);
+        let job_type = if rng.chance(500) {
+            JobType::Tweets
+        } else {
+            JobType::Users
+        };
+        let resumable = !rng.chance(250);
+        // A stream of unknown size can only go up resumably (C2).
+        let known = !resumable || !rng.chance(150);
+        let mut config = ComplianceConfig::new(job_type, known.then_some(len));
+        config.api_base = API_BASE.parse().expect("url");
+        config.resumable = resumable;
+        if rng.chance(300) {
+            config.name = Some("sim job".into());
+        }
+        config.chunk_size = if rng.chance(200) { 2 * G } else { G };
+        let md5 = len < 2 * G && rng.chance(30);
+        config.checksums = Checksums {
+            crc32c: !rng.chance(100),
+            md5,
+        };
+        config.retry = setup.policy.clone();
+        config.poll_interval = Duration::from_secs(rng.pick(&[6, 10, 10, 30]));
+        config.max_poll_interval = config
+            .poll_interval
+            .max(Duration::from_secs(rng.pick(&[6, 60, 60, 120])));
+        if rng.chance(150) {
+            config.poll_deadline = Duration::from_secs(30 + rng.below(300));
+        }
+        for (name, value) in API_HEADERS {
+            config
+                .api_headers
+                .insert(name, HeaderValue::from_static(value));
+        }
+        config.fingerprint = format!("sim:{len}");
+        let mut gcs = SimServer::new(rng.next_u64(), gcs_knobs(rng, setup, md5));
+        let steps = rng.below(8);
+        let knobs = ComplianceKnobs {
+            job_type: job_type.as_str(),
+            refuse: if rng.chance(150) { 4 } else { 0 },
+            drop_before: setup.rate(10),
+            drop_after: setup.rate(10),
+            status: setup.rate(25),
+            retry_after: 500,
+            max_retry_after_secs: rng.pick(&[5, 30, 90]),
+            garble: if rng.chance(100) { 100 } else { 0 },
+            sparse: rng.pick(&[0, 300, 1000]),
+            deny_resumable: rng.chance(200),
+            // C2: about 15 minutes; a short life lets retries outlast it.
+            upload_lifetime_secs: if rng.chance(150) {
+                2 + rng.below(90)
+            } else {
+                900
+            },
+            steps: steps as u32,
+            end: if rng.chance(100) {
+                JobEnd::Failed
+            } else {
+                JobEnd::Complete
+            },
+        };
+        // One lie at most: the upload's (a resumable job's GCS session) or the API's.
+        let lying = rng.chance(120);
+        let gcs_lying = lying && resumable && rng.chance(500);
+        if gcs_lying && let Some((lie, skip)) = gcs_lie(rng, config.checksums) {
+            gcs = gcs.with_lie(lie, skip);
+        }
+        let mut server = ComplianceServer::new(rng.next_u64(), knobs, gcs);
+        if lying && !gcs_lying {
+            server = server.with_lie(rng.pick(&API_LIES), rng.below(3) as u32);
+        }
+        ComplianceWorld {
+            server,
+            pace: Pace::new(
+                config.poll_interval,
+                setup.policy.initial_backoff,
+                setup.policy.max_retry_after,
+            ),
+            source,
+            config,
+            steps,
+            lying,
+            disagreements: Vec::new(),
+        }
+    }
+}
+
+impl World for ComplianceWorld {
+    type U = ComplianceJob;
+    type Output = CompletedJob;
+    type State = ComplianceResumeState;
+
+    fn source(&self) -> &'static [u8] {
+        self.source
+    }
+
+    fn build(&mut self, saved: Option<&ComplianceResumeState>) -> ComplianceJob {
+        // C3: a new process polls at once.
+        self.pace.restart();
+        let Some(state) = saved else {
+            return ComplianceJob::new(self.config.clone()).expect("a valid job");
+        };
+        self.server.client_resumed(state.gcs.is_some());
+        // C2: a driver checks the state against its clock before resuming. This one resumes
+        // anyway (the core must then meet the expired upload URL), but the check must agree
+        // with the server's clock.
+        let wall = self.server.wall_now();
+        let expired = state.phase == SavedPhase::Upload
+            && self
+                .server
+                .job(&state.job.id)
+                .is_some_and(|j| wall >= j.expires_at);
+        if state.check_upload_url(wall).is_err() != expired {
+            self.disagreements.push(format!(
+                "check_upload_url at {wall} says expired = {}, the server {expired} (C2)",
+                !expired
+            ));
+        }
+        ComplianceJob::resume(self.config.clone(), state.clone())
+            .expect("a job resumes from its own state")
+    }
+
+    fn save(upload: &ComplianceJob) -> Option<ComplianceResumeState> {
+        upload.resume_state()
+    }
+
+    fn serve(&mut self, now: Instant, send: &Transmit, body: &[u8]) -> Exchange {
+        self.server.handle(now, &send.request, body)
+    }
+
+    fn response_lost(&mut self) {
+        self.server.response_lost();
+    }
+
+    fn held(&self, upload: &ComplianceJob) -> u64 {
+        if let Some(session) = upload.gcs().and_then(GcsUpload::session) {
+            return self
+                .server
+                .gcs()
+                .session_at(session.expose())
+                .map_or(0, |s| s.stored.len() as u64);
+        }
+        upload.job().map_or(0, |j| self.server.uploaded(&j.id))
+    }
+
+    fn mark(upload: &ComplianceJob) -> u64 {
+        // The job adopted (C1), the session created, bytes persisted, the upload done, each
+        // status answer read (C3).
+        let phase = match upload.phase() {
+            Phase::Create => 0,
+            Phase::Upload => 2,
+            _ => 4,
+        };
+        let session = upload.gcs().map_or(0, |g| u64::from(g.session().is_some()));
+        u64::from(upload.job().is_some())
+            + phase
+            + session
+            + 2 * upload.persisted()
+            + u64::from(upload.stats().status_polls)
+    }
+
+    fn check_success(&self, _upload: &ComplianceJob, done: &CompletedJob) -> Result<(), String> {
+        let job = self
+            .server
+            .job(&done.job.id)
+            .ok_or("success for a job the server never created")?;
+        if job.status != Some("complete") {
+            return Err(format!(
+                "success, but the server says the job is {:?}",
+                job.status
+            ));
+        }
+        let held: Vec<&[u8]> = match &job.put {
+            Some(put) => vec![put.as_slice()],
+            None => self.server.completed_sessions(job).collect(),
+        };
+        if held.is_empty() {
+            return Err("success, but no upload of the job arrived".into());
+        }
+        if let Some(other) = held.iter().find(|h| **h != self.source) {
+            return Err(format!(
+                "success, but the job's upload holds {} bytes that differ from the {}-byte source",
+                other.len(),
+                self.source.len()
+            ));
+        }
+        if done.bytes != self.source.len() as u64 {
+            return Err(format!("success with {} bytes", done.bytes));
+        }
+        if done.job.status != JobStatus::Complete || done.job.job_type != self.config.job_type {
+            return Err(format!("success with the job {:?}", done.job));
+        }
+        Ok(())
+    }
+
+    fn violations(&self) -> Vec<String> {
+        let mut all = self.server.violations();
+        all.extend(self.pace.violations().iter().cloned());
+        all.extend(self.disagreements.iter().cloned());
+        all
+    }
+
+    fn no_duplicates(&self) -> bool {
+        // A resumable upload is GCS's (G8); a one-PUT job sends the whole file again.
+        self.config.resumable
+    }
+
+    fn max_progress(&self) -> u64 {
+        // Create, the session, every byte, the upload done, each status answer.
+        6 + self.source.len() as u64 + self.steps
+    }
+
+    fn read_chunk(&self) -> u64 {
+        self.config.chunk_size
+    }
+
+    fn lying(&self) -> bool {
+        self.lying
+    }
+
+    fn handed_out(&mut self, now: Instant, send: &Transmit) {
+        self.pace.sent(now, &send.request);
+    }
+
+    fn answered(
+        &mut self,
+        now: Instant,
+        send: &Transmit,
+        outcome: &Result<Response<Bytes>, TransportFailure>,
+    ) {
+        self.pace.answered(now, &send.request, outcome);
+    }
+
+    fn final_licenses(&self, now: Instant, upload: &ComplianceJob, licenses: &mut Licenses) {
+        // C2: the client may find by its own clock that the upload URL expired.
+        licenses.upload_url_expired |= upload
+            .job()
+            .and_then(|j| self.server.job(&j.id))
+            .is_some_and(|j| self.server.wall(now) >= j.expires_at);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The driver
 // ---------------------------------------------------------------------------------------------
@@ -1151,6 +1473,9 @@ struct Licenses {
     unproven: bool,
     /// A lie was told whose answer a crash lost.
     lie_unseen: bool,
+    job_failed: bool,
+    job_expired: bool,
+    upload_url_expired: bool,
 }
 
 impl Licenses {
@@ -1176,6 +1501,9 @@ impl Licenses {
             Event::Garbled => self.protocol = true,
             Event::ProcessingFailed => self.processing_failed = true,
             Event::Processing => self.unfinished = true,
+            Event::JobFailed => self.job_failed = true,
+            Event::JobExpired => self.job_expired = true,
+            Event::UploadUrlExpired => self.upload_url_expired = true,
             Event::Answered | Event::Lie(_) => {}
         }
     }
@@ -1201,6 +1529,11 @@ impl Licenses {
                 true
             }
             Error::Integrity(_) => self.lie_unseen,
+            Error::Compliance(JobError::Failed { .. }) => self.job_failed,
+            Error::Compliance(JobError::Expired { .. }) => self.job_expired,
+            Error::Compliance(JobError::UploadUrlExpired { .. }) => self.upload_url_expired,
+            // C3: polling gave up on a job still unfinished, or on a run of failed polls.
+            Error::Compliance(JobError::PollDeadline { .. }) => self.unfinished || self.exhausted,
             _ => false,
         }
     }
@@ -1562,6 +1895,7 @@ impl<W: World> Driver<W> {
         self.counts.sent += range.end - range.start;
         self.counts.max_chunk = self.counts.max_chunk.max(range.end - range.start);
         self.counts.cover(&range);
+        self.world.handed_out(self.now, &send);
         // A driver saves the state once a request is handed out, before sending it.
         if let Some(state) = W::save(&self.upload) {
             self.saved = Some(state);
@@ -1657,6 +1991,7 @@ impl<W: World> Driver<W> {
             latency += Duration::from_secs(30);
         }
         self.now += latency;
+        self.world.answered(self.now, &send, &exchange.outcome);
         self.account(&send, &exchange);
         self.licenses
             .grant(&exchange.event, self.setup.policy.retry_transport);
@@ -1836,12 +2171,18 @@ impl<W: World> Driver<W> {
             }
             Err(e) => {
                 self.licenses.unproven = self.world.unprovable();
+                self.world
+                    .final_licenses(self.now, &self.upload, &mut self.licenses);
                 ensure!(
                     self.licenses.allow(e),
                     "(6) ended in {e:?}, which nothing that happened licenses ({:?})",
                     self.licenses
                 );
-                let text = format!("{e:?}");
+                // A compliance job's own verdicts by name (C2, C3); other errors by kind.
+                let text = match e {
+                    Error::Compliance(job) => format!("{job:?}"),
+                    _ => format!("{e:?}"),
+                };
                 text.split(['(', ' ', '{']).next().unwrap_or("").to_owned()
             }
         };
@@ -2044,4 +2385,95 @@ fn ton_count_range_one_short_of_the_chunk() {
         "persisted() = {} although the server may hold only 3 bytes",
         upload.persisted()
     );
+}
+
+/// Found by compliance seed 1393 (a resumable job of unknown size: a stream; the process died
+/// at its first status poll and resumed from the state it saved).
+///
+/// C2, C3: the job learns the stream's size from the GCS completion (G7), but did not keep
+/// it: the state saved while polling had no size, so the resumed job set `persisted()` to 0
+/// and reported the completed job with `bytes: 0`, although the server held the whole file
+/// (and `persisted()` had gone down from the 40 bytes the first process acknowledged).
+#[test]
+fn compliance_stream_resumed_to_poll_keeps_its_size() {
+    use base64::Engine as _;
+    let ids = b"1460323737035677698\n1293593516040269825\n";
+    let len = ids.len() as u64;
+    let mut config = ComplianceConfig::new(JobType::Tweets, None);
+    config.api_base = API_BASE.parse().expect("url");
+    let mut job = ComplianceJob::new(config.clone()).expect("valid");
+    let now = Instant::now();
+    let job_data = |status: &str| {
+        format!(
+            r#"{{"data":{{"id":"1425543269983784962","type":"tweets","status":"{status}","resumable":true,"upload_url":"{XML_START}&job=0","upload_expires_at":"2021-08-11T19:57:55.000Z","download_url":"https://storage.sim/results/0.json?X-Goog-Signature=DOWN","download_expires_at":"2021-08-18T19:42:55.000Z","created_at":"2021-08-11T19:42:55.000Z"}}}}"#
+        )
+    };
+    let answer = |status: u16, headers: &[(&str, String)], body: String| {
+        let mut response = Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, value);
+        }
+        response.body(Bytes::from(body)).expect("valid")
+    };
+    let hash = format!(
+        "crc32c={}",
+        base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(ids).to_be_bytes())
+    );
+    // Create (C1), start the session (G1), send the stream (G4), complete it (G7); the first
+    // status poll (C3) is never answered: the process dies.
+    loop {
+        match job.poll_action(now) {
+            Action::Read(read) => {
+                let start = read.range.start.min(len) as usize;
+                let end = read.range.end.min(len) as usize;
+                job.handle_read(now, read.range.start, &ids[start..end])
+                    .expect("a read as asked");
+            }
+            Action::Send(send) if send.request.method() == Method::GET => break,
+            Action::Send(send) => {
+                let response = match (send.request.method(), send.request.uri().host()) {
+                    (&Method::POST, Some("api.sim")) => answer(200, &[], job_data("created")),
+                    (&Method::POST, _) => answer(
+                        201,
+                        &[(
+                            "location",
+                            "https://sim.example/upload/session?upload_id=s".into(),
+                        )],
+                        String::new(),
+                    ),
+                    _ => {
+                        assert_eq!(send.body.source, 0..len, "the whole stream in one chunk");
+                        answer(200, &[("x-goog-hash", hash.clone())], String::new())
+                    }
+                };
+                job.handle_response(now, send.id, response)
+                    .expect("in flight");
+            }
+            other => panic!("nothing fails here: {other:?}"),
+        }
+    }
+    assert_eq!(job.persisted(), len);
+    let state = job.resume_state().expect("a job to poll");
+    assert_eq!(state.phase, SavedPhase::Poll);
+    assert_eq!(
+        state.total,
+        Some(len),
+        "the saved state keeps the stream's size"
+    );
+    let mut resumed = ComplianceJob::resume(config, state).expect("resumes");
+    assert_eq!(
+        resumed.persisted(),
+        len,
+        "the server holds the whole stream"
+    );
+    let Action::Send(poll) = resumed.poll_action(now) else {
+        panic!("a resumed job polls at once (C3)");
+    };
+    resumed
+        .handle_response(now, poll.id, answer(200, &[], job_data("complete")))
+        .expect("in flight");
+    match resumed.poll_action(now) {
+        Action::Done(Ok(done)) => assert_eq!(done.bytes, len),
+        other => panic!("the job completed: {other:?}"),
+    }
 }

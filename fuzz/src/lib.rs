@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
+use resumable_core::compliance::{ComplianceConfig, ComplianceJob, JobType};
 use resumable_core::gcs::{GcsConfig, GcsUpload, ResumeState, Start};
 use resumable_core::ietf::limit;
 use resumable_core::media::{ApiVersion, MediaConfig, MediaResumeState, MediaUpload};
@@ -252,6 +253,31 @@ pub struct MediaScript {
     pub steps: Vec<Step>,
 }
 
+/// The compliance job under test (C1–C3). It always starts with the create request; a
+/// `Restart` step resumes it from its own state (`ComplianceJob::resume`).
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct ComplianceSetup {
+    /// A resumable upload (G1, G4–G8) rather than one `PUT` (C2).
+    pub resumable: bool,
+    /// Source length, modulo `GCS_MAX_LEN + 1`.
+    pub len: u32,
+    pub known_total: bool,
+    /// A job of user ids rather than post ids.
+    pub users: bool,
+    pub attempts: u8,
+    /// The poll interval: 6 s plus this, modulo 60, in seconds (C3).
+    pub interval: u8,
+    /// The poll deadline: 1 s plus this, in seconds.
+    pub deadline: u16,
+}
+
+/// A compliance run.
+#[derive(Arbitrary, Clone, Debug, PartialEq, Eq)]
+pub struct ComplianceScript {
+    pub setup: ComplianceSetup,
+    pub steps: Vec<Step>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The driving loop
 // ---------------------------------------------------------------------------------------------
@@ -267,7 +293,7 @@ pub struct Rig<U> {
     pub max_in_flight: usize,
     /// A new upload from `upload`'s resume state, as a restarted process would build it.
     pub restart: Restart<U>,
-    /// Asks `upload` to cancel (a no-op for protocols without cancel).
+    /// Asks `upload` to cancel (`Upload::cancel`).
     pub cancel: Box<dyn Fn(&mut U)>,
     /// Skip the checks against the source's length: a GCS session of unknown size, bare or
     /// resumed, believes what the server claims until it reads the source's end (and then ends with
@@ -620,10 +646,53 @@ pub fn run_media(script: &MediaScript) {
                     .expect("an upload resumes from its own state"),
             )
         }),
-        cancel: Box::new(|_| {}),
+        cancel: Box::new(MediaUpload::cancel),
         unbounded: false,
     };
     drive(upload, &script.steps, &rig);
+}
+
+/// Runs a compliance script (C1–C3, with G1–G8 for a resumable upload).
+pub fn run_compliance(script: &ComplianceScript) {
+    let s = &script.setup;
+    let len = u64::from(s.len) % (GCS_MAX_LEN + 1);
+    let job_type = if s.users {
+        JobType::Users
+    } else {
+        JobType::Tweets
+    };
+    let mut config = ComplianceConfig::new(job_type, s.known_total.then_some(len));
+    config.resumable = s.resumable;
+    config.chunk_size = GRANULE;
+    config.retry = policy(s.attempts);
+    config.poll_interval = Duration::from_secs(6 + u64::from(s.interval % 60));
+    config.max_poll_interval = config.poll_interval * 4;
+    config.poll_deadline = Duration::from_secs(1 + u64::from(s.deadline));
+    config.api_headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer SECRET"),
+    );
+    let Ok(job) = ComplianceJob::new(config.clone()) else {
+        return;
+    };
+    // A resumable upload of unknown size, resumed, believes the server's claim until it reads
+    // the source's end (as a GCS session does, see `Rig::unbounded`).
+    let unbounded = s.resumable && !s.known_total;
+    let rig = Rig {
+        source_len: len,
+        max_in_flight: 1,
+        restart: Box::new(move |u: &ComplianceJob| {
+            let state = u.resume_state()?;
+            let resumed = ComplianceJob::resume(config.clone(), state);
+            if unbounded {
+                return resumed.ok();
+            }
+            Some(resumed.expect("a job resumes from its own state"))
+        }),
+        cancel: Box::new(ComplianceJob::cancel),
+        unbounded,
+    };
+    drive(job, &script.steps, &rig);
 }
 
 // ---------------------------------------------------------------------------------------------

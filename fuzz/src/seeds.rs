@@ -121,6 +121,17 @@ impl Enc {
         self.bool(s.finalized);
         self.steps(&script.steps);
     }
+    fn compliance(&mut self, script: &ComplianceScript) {
+        let s = &script.setup;
+        self.bool(s.resumable);
+        self.u32(s.len);
+        self.bool(s.known_total);
+        self.bool(s.users);
+        self.u8(s.attempts);
+        self.u8(s.interval);
+        self.u16(s.deadline);
+        self.steps(&script.steps);
+    }
 }
 
 // ---- building scripts ----
@@ -493,6 +504,195 @@ fn media_scripts() -> Vec<(&'static str, MediaScript)> {
     ]
 }
 
+/// CRC32C (Castagnoli) of `len` zero bytes, bit by bit: what the driving loop's reads hand in.
+fn crc32c_of_zeros(len: usize) -> u32 {
+    let mut crc = !0u32;
+    for _ in 0..len * 8 {
+        crc = if crc & 1 == 1 {
+            (crc >> 1) ^ 0x82F6_3B78
+        } else {
+            crc >> 1
+        };
+    }
+    !crc
+}
+
+fn compliance_scripts() -> Vec<(&'static str, ComplianceScript)> {
+    use Name::*;
+    let setup = ComplianceSetup {
+        resumable: true,
+        len: 600_000,
+        known_total: true,
+        users: false,
+        attempts: 4,
+        interval: 4,
+        deadline: 3600,
+    };
+    // C1, C3: a job as the API describes it, its upload URL expiring at 23:55:00.
+    let job = |status: &str, resumable: bool| {
+        format!(
+            r#"{{"data":{{"id":"1425543269983784962","type":"tweets","status":"{status}","resumable":{resumable},"upload_url":"https://storage.example/b/ids.txt?X-Goog-Signature=SECRET","upload_expires_at":"2014-11-05T23:55:00.000Z","download_url":"https://storage.example/b/results.json?X-Goog-Signature=SECRET","download_expires_at":"2014-11-12T23:40:00.000Z","created_at":"2014-11-05T23:40:00.000Z"}}}}"#
+        )
+    };
+    let api = |status: u16, body: &str| {
+        answer(
+            status,
+            &[(Date, DATE), (ContentType, "application/json")],
+            body,
+        )
+    };
+    let created = api(200, &job("created", true));
+    let in_progress = api(200, &job("in_progress", true));
+    let complete = api(200, &job("complete", true));
+    let start = answer(
+        201,
+        &[(
+            Location,
+            "https://storage.example/upload/session?upload_id=SECRET",
+        )],
+        "",
+    );
+    let r1 = answer(308, &[(Range, "bytes=0-262143")], "");
+    let r2 = answer(308, &[(Range, "bytes=0-524287")], "");
+    let hash = |len: usize| {
+        format!(
+            "crc32c={}",
+            resumable_core::checksum::crc32c_base64(crc32c_of_zeros(len))
+        )
+    };
+    let stored = answer(200, &[(XGoogHash, &hash(600_000))], "");
+    let rate_limited = answer(
+        429,
+        &[(RateLimitReset, "1415231000"), (Date, DATE)],
+        r#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#,
+    );
+    vec![
+        (
+            "resumable_happy",
+            ComplianceScript {
+                setup: setup.clone(),
+                steps: vec![
+                    created.clone(),
+                    start.clone(),
+                    r1.clone(),
+                    r2.clone(),
+                    stored.clone(),
+                    in_progress.clone(),
+                    complete.clone(),
+                ],
+            },
+        ),
+        (
+            "one_put_flaky",
+            ComplianceScript {
+                setup: ComplianceSetup {
+                    resumable: false,
+                    len: 40,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    fail(Failure::Reset),
+                    api(200, &job("created", false)),
+                    answer(503, &[(RetryAfter, "2")], ""),
+                    fail(Failure::Truncated),
+                    answer(200, &[], ""),
+                    rate_limited,
+                    Step::Stale {
+                        answer: reply(200, &[], &job("complete", false)),
+                    },
+                    api(
+                        200,
+                        r#"{"data":{"id":"1425543269983784962","status":"created"}}"#,
+                    ),
+                    api(200, &job("complete", false)),
+                ],
+            },
+        ),
+        (
+            "restarts",
+            ComplianceScript {
+                setup: setup.clone(),
+                steps: vec![
+                    created.clone(),
+                    start.clone(),
+                    r1.clone(),
+                    Step::Restart,
+                    r1.clone(),
+                    r2,
+                    fail(Failure::Timeout),
+                    Step::Restart,
+                    stored,
+                    Step::Restart,
+                    complete.clone(),
+                ],
+            },
+        ),
+        (
+            "stream_resumed_to_poll",
+            ComplianceScript {
+                setup: ComplianceSetup {
+                    len: 1000,
+                    known_total: false,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    created.clone(),
+                    start.clone(),
+                    answer(200, &[(XGoogHash, &hash(1000))], ""),
+                    Step::Restart,
+                    in_progress,
+                    Step::Sleep { secs: 30 },
+                    complete,
+                ],
+            },
+        ),
+        (
+            "upload_url_expired",
+            ComplianceScript {
+                setup: setup.clone(),
+                steps: vec![
+                    created.clone(),
+                    start,
+                    answer(403, &[(Date, "Wed, 05 Nov 2014 23:56:00 GMT")], ""),
+                ],
+            },
+        ),
+        (
+            "malformed_and_cancel",
+            ComplianceScript {
+                setup: ComplianceSetup {
+                    users: true,
+                    ..setup.clone()
+                },
+                steps: vec![
+                    api(
+                        200,
+                        r#"{"data":{"id":"1","type":"users","status":"created"}}"#,
+                    ),
+                    Step::Cancel,
+                ],
+            },
+        ),
+        (
+            "failed_while_polling",
+            ComplianceScript {
+                setup: ComplianceSetup {
+                    resumable: false,
+                    len: 20,
+                    ..setup
+                },
+                steps: vec![
+                    api(200, &job("created", false)),
+                    answer(200, &[], ""),
+                    api(200, &job("in_progress", false)),
+                    Step::Cancel,
+                    api(200, &job("failed", false)),
+                ],
+            },
+        ),
+    ]
+}
+
 fn raw_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let lines = |items: &[&str]| items.iter().map(|s| s.as_bytes().to_vec()).collect();
     // s3_plan: a `bool` (total known), the total and the preferred size as little-endian
@@ -751,6 +951,17 @@ fn write() {
         );
         run_media(&script);
         put("media_script", name, &e.0);
+    }
+    for (name, script) in compliance_scripts() {
+        let mut e = Enc::default();
+        e.compliance(&script);
+        let back = ComplianceScript::arbitrary_take_rest(Unstructured::new(&e.0)).expect("decodes");
+        assert_eq!(
+            back, script,
+            "{name}: the encoding no longer matches arbitrary's"
+        );
+        run_compliance(&script);
+        put("compliance_script", name, &e.0);
     }
     for (target, inputs) in raw_seeds() {
         for (n, input) in inputs.iter().enumerate() {

@@ -1,13 +1,16 @@
 //! What one simulated request did, in the terms the deterministic simulation
-//! (`tests/simulation.rs`) checks its invariants in. Shared by the simulated TON and media
-//! servers ([`super::ton`], [`super::media`]) and the simulation's wrapper of [`super::SimServer`].
+//! (`tests/simulation.rs`) checks its invariants in. Shared by the simulated TON, media and
+//! compliance servers ([`super::ton`], [`super::media`], [`super::compliance`]) and by every
+//! use of [`super::SimServer`] ([`gcs_event`]).
 
 use std::fmt;
 use std::mem::discriminant;
 
 use bytes::Bytes;
 use http::Response;
-use resumable_core::{Error, TransportFailure};
+use resumable_core::{Error, IntegrityError, ProtocolViolation, TransportFailure};
+
+use super::{Expect, Fate, Reply};
 
 /// What the server did with one request, and what its answer licenses the client to end with.
 #[derive(Debug)]
@@ -32,6 +35,13 @@ pub enum Event {
     ProcessingFailed,
     /// A lie the client can detect: it must end at once with an error `Must` accepts.
     Lie(Must),
+    /// A compliance job's status became `failed` (C3).
+    JobFailed,
+    /// A compliance job's status became `expired`: its upload did not arrive before
+    /// `upload_expires_at` (C2, C3).
+    JobExpired,
+    /// A request to a compliance job's `upload_url` after `upload_expires_at`, refused (C2).
+    UploadUrlExpired,
 }
 
 /// The error a detectable lie must end the upload with.
@@ -101,5 +111,35 @@ impl Exchange {
             dup: 0,
             ambiguous: false,
         }
+    }
+}
+
+/// What the simulated GCS server's `reply` to a request means (`start`: the request was a
+/// session start, G1, G2): its lie, if it told one, with the error the client must end with;
+/// else what its fate did.
+pub fn gcs_event(reply: &Reply, start: bool) -> Event {
+    if let Some(expect) = &reply.lie {
+        return Event::Lie(match expect {
+            Expect::Exact(e) => Must::Like(e.clone()),
+            // A bare session of unknown size learns the size from the source and then finds
+            // the object short (G3, G7).
+            Expect::Integrity => Must::Match("an unproven or wrong object", |e| {
+                matches!(e, Error::Integrity(_))
+            }),
+            Expect::PrematureCompletion => Must::Match("premature completion", |e| {
+                matches!(
+                    e,
+                    Error::Protocol(ProtocolViolation::PrematureCompletion { .. })
+                        | Error::Integrity(IntegrityError::Size { .. })
+                )
+            }),
+        });
+    }
+    match reply.fate {
+        Fate::Answer(_) => Event::Answered,
+        Fate::Status { .. } => Event::Retryable,
+        Fate::DropBefore(_) | Fate::DropAfter { .. } => Event::Transport,
+        Fate::Gone(_) if !start => Event::Gone,
+        Fate::Gone(_) | Fate::Refuse(_) => Event::Refused,
     }
 }
