@@ -390,8 +390,9 @@ pub struct S3Upload {
     location: Option<String>,
 
     parts: Parts,
-    /// A resumed upload's ledger, until ListParts has been reconciled with it.
-    ledger: BTreeMap<u32, LedgerPart>,
+    /// A resumed upload's ledger, until ListParts has been reconciled with it (what a state
+    /// saved before then must carry on).
+    ledger: Option<BTreeMap<u32, LedgerPart>>,
     phase: Phase,
     engine: Engine<Kind, S3Completion>,
 }
@@ -539,11 +540,13 @@ impl S3Upload {
             slot.crc32c = Some(part.crc32c);
             slot.listed = None;
         }
-        upload.ledger = state
-            .parts
-            .into_iter()
-            .map(|p| (p.part_number, p))
-            .collect();
+        upload.ledger = Some(
+            state
+                .parts
+                .into_iter()
+                .map(|p| (p.part_number, p))
+                .collect(),
+        );
         upload.upload_id = Some(state.upload_id);
         upload.completing = state.completing;
         upload.phase = Phase::List {
@@ -623,7 +626,7 @@ impl S3Upload {
             completed_etag: None,
             location: None,
             parts: Parts::new(count),
-            ledger: BTreeMap::new(),
+            ledger: None,
             phase: Phase::Create,
             engine: Engine::new(config.retry),
         })
@@ -670,8 +673,8 @@ impl S3Upload {
         }
         let upload_id = self.upload_id.clone()?;
         // Before ListParts has answered, the saved ledger is what there is to save.
-        let parts = if matches!(self.phase, Phase::List { .. }) {
-            self.ledger.values().cloned().collect()
+        let parts = if let Some(ledger) = &self.ledger {
+            ledger.values().cloned().collect()
         } else {
             self.parts
                 .slots
@@ -819,7 +822,7 @@ impl S3Upload {
     /// ListParts has been read to its last page (S5): keep a planned part only when the
     /// server holds it with the planned size and a CRC32C that agrees with ours.
     fn reconcile(&mut self, held: BTreeMap<u32, ListedPart>) {
-        let ledger = std::mem::take(&mut self.ledger);
+        let ledger = self.ledger.take().unwrap_or_default();
         for part in 1..=self.count {
             let len = self.part_len(part);
             let Some(listed) = held.get(&part) else {
