@@ -129,8 +129,12 @@ fn run_logged(seed: u64, transcript: bool, lines: &mut String) -> Result<Summary
             return Err("acknowledged more than the object".into());
         }
         // The process dies: what was saved before the last request is all a new one has.
-        if deaths < 3 && !flights.is_empty() && rng.chance(15) {
-            if let Some(state) = saved.clone() {
+        if deaths < 3
+            && !flights.is_empty()
+            && rng.chance(15)
+            && let Some(state) = saved.clone()
+        {
+            {
                 deaths += 1;
                 log(format!("-- dies with {} in flight", flights.len()));
                 for send in flights.drain(..) {
