@@ -13,10 +13,12 @@ const KIB: usize = 1024;
 const PART: &str = "64KiB";
 
 fn server(faults: &str, configure: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut config = ServerConfig::default();
-    config.faults = FaultScript::parse(faults).unwrap();
-    config.s3_min_part_size = 64 * KIB as u64;
-    config.s3_list_page_size = 2;
+    let mut config = ServerConfig {
+        faults: FaultScript::parse(faults).unwrap(),
+        s3_min_part_size: 64 * KIB as u64,
+        s3_list_page_size: 2,
+        ..ServerConfig::default()
+    };
     configure(&mut config);
     Server::start(config).unwrap()
 }
