@@ -4,6 +4,7 @@
 use crate::compliance::ComplianceResumeState;
 use crate::gcs::ResumeState;
 use crate::media::MediaResumeState;
+use crate::multipart::upload::S3ResumeState;
 use crate::ton::TonResumeState;
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
@@ -30,6 +31,8 @@ pub enum SavedState {
     Media(MediaResumeState),
     /// A batch compliance job.
     Compliance(ComplianceResumeState),
+    /// An S3 multipart upload (written `{"s3": {…}}`).
+    S3(S3ResumeState),
 }
 
 impl SavedState {
@@ -40,6 +43,7 @@ impl SavedState {
             SavedState::Ton(_) => "ton",
             SavedState::Media(_) => "media",
             SavedState::Compliance(_) => "compliance",
+            SavedState::S3(_) => "s3",
         }
     }
 
@@ -51,6 +55,7 @@ impl SavedState {
             SavedState::Ton(s) => &s.fingerprint,
             SavedState::Media(s) => &s.fingerprint,
             SavedState::Compliance(s) => &s.fingerprint,
+            SavedState::S3(s) => &s.fingerprint,
         }
     }
 }
@@ -76,5 +81,11 @@ impl From<MediaResumeState> for SavedState {
 impl From<ComplianceResumeState> for SavedState {
     fn from(state: ComplianceResumeState) -> Self {
         SavedState::Compliance(state)
+    }
+}
+
+impl From<S3ResumeState> for SavedState {
+    fn from(state: S3ResumeState) -> Self {
+        SavedState::S3(state)
     }
 }

@@ -44,6 +44,9 @@
 //!           / "media.init" / "media.append"              ; M1 / M2, M6
 //!           / "media.finalize" / "media.status"          ; M3 / M4, M6
 //!           / "media.other"                              ; a command that cannot be told
+//!           / "s3"                                       ; any S3 request (path /s3/…)
+//!           / "s3.create" / "s3.part" / "s3.list"        ; S2 / S3 / S5
+//!           / "s3.complete" / "s3.abort" / "s3.other"    ; S6 / S8 / HEAD, GET, PUT object
 //! faults    = fault *( "," fault )                       ; a per-request spec is just this
 //! fault     = "drop-after:" SIZE
 //!           / "persist:" SIZE
@@ -224,6 +227,20 @@ pub enum RequestKind {
     /// `media.other`: a media request whose command cannot be told before its body is read
     /// (chunked framing), or names no known command.
     MediaOther,
+    /// `s3`: any S3 request.
+    S3,
+    /// `s3.create`: CreateMultipartUpload (S2).
+    S3Create,
+    /// `s3.part`: UploadPart (S3).
+    S3Part,
+    /// `s3.list`: ListParts (S5).
+    S3List,
+    /// `s3.complete`: CompleteMultipartUpload (S6).
+    S3Complete,
+    /// `s3.abort`: AbortMultipartUpload (S8).
+    S3Abort,
+    /// `s3.other`: HEAD, GET or PUT of an object, bucket requests.
+    S3Other,
     /// Requests no protocol claims (never matched by name, only by `*`).
     Other,
 }
@@ -252,6 +269,13 @@ const KIND_NAMES: &[(&str, RequestKind)] = &[
     ("media.finalize", RequestKind::MediaFinalize),
     ("media.status", RequestKind::MediaStatus),
     ("media.other", RequestKind::MediaOther),
+    ("s3", RequestKind::S3),
+    ("s3.create", RequestKind::S3Create),
+    ("s3.part", RequestKind::S3Part),
+    ("s3.list", RequestKind::S3List),
+    ("s3.complete", RequestKind::S3Complete),
+    ("s3.abort", RequestKind::S3Abort),
+    ("s3.other", RequestKind::S3Other),
 ];
 
 impl RequestKind {
@@ -284,6 +308,13 @@ impl RequestKind {
             MediaFinalize => &[MediaFinalize, Media, Any],
             MediaStatus => &[MediaStatus, Media, Any],
             MediaOther => &[MediaOther, Media, Any],
+            S3Create => &[S3Create, S3, Any],
+            S3Part => &[S3Part, S3, Any],
+            S3List => &[S3List, S3, Any],
+            S3Complete => &[S3Complete, S3, Any],
+            S3Abort => &[S3Abort, S3, Any],
+            S3Other => &[S3Other, S3, Any],
+            S3 => &[S3, Any],
             GcsPut => &[GcsPut, Gcs, Any],
             Gcs => &[Gcs, Any],
             Compliance => &[Compliance, Any],

@@ -806,8 +806,14 @@ impl Response {
             let _ = write!(out, "{name}: {value}\r\n");
         }
         let len = self.body_len();
+        // A handler that set Content-Length itself (an answer to HEAD: the length of what a
+        // GET would send, with no body) keeps it.
+        let own_length = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
         // A 204 or 304 has no body and so no Content-Length (RFC 9110), unless a fault lies.
-        if !matches!(self.status, 204 | 304) || extra > 0 || len > 0 {
+        if !own_length && (!matches!(self.status, 204 | 304) || extra > 0 || len > 0) {
             let _ = write!(out, "Content-Length: {}\r\n", len + extra);
         }
         let _ = write!(

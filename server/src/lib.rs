@@ -72,6 +72,7 @@ pub mod media;
 mod multipart;
 mod parse;
 pub mod retry_test;
+pub mod s3;
 mod server;
 pub mod ton;
 mod util;

@@ -84,6 +84,14 @@ pub struct ServerConfig {
     /// The largest APPEND segment (M2). Default 5,000,000 bytes, the core's
     /// `MAX_SEGMENT_SIZE`.
     pub media_max_segment: u64,
+    /// S3: the most parts one ListParts page lists (S5; S3's is 1,000). Default 1000.
+    pub s3_list_page_size: u32,
+    /// S3: the smallest part but the last that Complete accepts (S4; S3's is 5 MiB, the
+    /// default).
+    pub s3_min_part_size: u64,
+    /// S3: a repeated Complete of a completed upload answers `404 NoSuchUpload` (as MinIO
+    /// does) instead of the first answer again (as S3 does, S7). Default false.
+    pub s3_repeat_complete_gone: bool,
     /// `media_category` values whose FINALIZE starts asynchronous processing (M3, M4).
     /// Default `tweet_video`, `tweet_gif`, `amplify_video`, `dm_video`, `dm_gif`.
     pub media_async_categories: Vec<String>,
@@ -128,6 +136,9 @@ impl Default for ServerConfig {
             .map(str::to_owned)
             .collect(),
             media_processing_polls: 3,
+            s3_list_page_size: 1000,
+            s3_min_part_size: 5 * 1024 * 1024,
+            s3_repeat_complete_gone: false,
             media_check_after_secs: 1,
         }
     }
@@ -179,6 +190,7 @@ pub(crate) struct Shared {
     pub(crate) compliance: Compliance,
     pub(crate) ton: Ton,
     pub(crate) media: MediaStore,
+    pub(crate) s3: crate::s3::S3Store,
     pub(crate) retry_tests: RetryTests,
 }
 
@@ -281,6 +293,7 @@ enum Route {
     TonBucket(String),
     TonObject(String, String, Option<Arc<ton::Upload>>),
     Media(MediaRoute, Option<Arc<media::Media>>),
+    S3(crate::s3::S3Route),
     NotFound,
     NotAllowed,
 }
@@ -291,7 +304,16 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
     let m = req.method.as_str();
     let path = req.path.as_str();
     // TON and media paths first: the GCS XML fallback would take them for BUCKET/OBJECT.
-    let reserved = [ton::PREFIX, "/1.1/ton/", "/1.1/media/", "/2/media/"];
+    let reserved = [
+        ton::PREFIX,
+        "/1.1/ton/",
+        "/1.1/media/",
+        "/2/media/",
+        crate::s3::PREFIX,
+    ];
+    if let Some(r) = crate::s3::route(req) {
+        return Route::S3(r);
+    }
     if let Some(bucket) = ton::bucket_path(path) {
         return match m {
             "POST" => Route::TonBucket(bucket),
@@ -420,6 +442,7 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::TonObject(..) if req.method == "PUT" => RequestKind::TonChunk,
         Route::TonObject(..) => RequestKind::TonOther,
         Route::Media(r, _) => r.kind(),
+        Route::S3(r) => r.kind(),
         Route::Index
         | Route::NotFound
         | Route::NotAllowed
@@ -592,6 +615,7 @@ fn injected(
         })),
         (Route::TonBucket(_) | Route::TonObject(..), _) => ton::error(code, &message),
         (Route::Media(r, _), _) => media::injected(r.is_v2(), code, &message),
+        (Route::S3(_), _) => crate::s3::injected(code, &message),
         _ => gcs::error(api, code, &message),
     };
     let retry_after = match faults.retry_after {
@@ -676,6 +700,7 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
         )),
         Route::TonObject(bucket, name, None) => ton::get_object(ctx, bucket, name),
         Route::Media(r, _) => media::handle(ctx, r),
+        Route::S3(r) => crate::s3::handle(ctx, r),
         Route::NotFound => Outcome::Respond(
             Response::new(404).body("text/plain; charset=utf-8", b"not found\n".to_vec()),
         ),
@@ -1063,6 +1088,7 @@ impl Server {
             compliance: Compliance::default(),
             ton: Ton::default(),
             media: MediaStore::default(),
+            s3: crate::s3::S3Store::default(),
             retry_tests: RetryTests::default(),
         });
         let s = Arc::clone(&shared);
@@ -1167,6 +1193,26 @@ impl Server {
     /// `/{id}/finalize` below it; STATUS on it).
     pub fn media_v2_base(&self) -> String {
         format!("{}{}", self.shared.base_url, media::V2_PATH)
+    }
+
+    /// The S3 endpoint, path-style (S1): `BASE/s3`; objects are `BASE/s3/{bucket}/{key}`.
+    pub fn s3_endpoint(&self) -> String {
+        format!("{}/s3", self.shared.base_url)
+    }
+
+    /// The bytes of a completed S3 object (`None` before its upload completed).
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.shared.s3.object(bucket, key)
+    }
+
+    /// The part numbers an open S3 multipart upload holds (`None`: no such upload).
+    pub fn s3_upload_parts(&self, upload_id: &str) -> Option<Vec<u32>> {
+        self.shared.s3.parts(upload_id)
+    }
+
+    /// The IDs of the open S3 multipart uploads.
+    pub fn s3_uploads(&self) -> Vec<String> {
+        self.shared.s3.uploads()
     }
 
     /// The assembled bytes of a finalized media id (`None` before FINALIZE succeeded).

@@ -140,13 +140,16 @@ impl Signer for NoAuth {
     }
 }
 
-/// Either signer of this crate, as [`crate::Credentials::into_signer`] builds it.
+/// Any signer of this crate: what [`crate::Credentials::into_signer`] builds, or AWS SigV4
+/// for S3 ([`crate::SigV4Signer`]).
 #[derive(Debug)]
 pub enum AnySigner {
     /// `Authorization: Bearer …`.
     Bearer(BearerSigner),
     /// OAuth 1.0a HMAC-SHA1 user context.
     OAuth1(OAuth1Signer),
+    /// AWS Signature Version 4 (S12).
+    SigV4(crate::sigv4::SigV4Signer),
 }
 
 impl AnySigner {
@@ -155,6 +158,7 @@ impl AnySigner {
         match self {
             AnySigner::Bearer(signer) => signer.scope_mut(),
             AnySigner::OAuth1(signer) => signer.scope_mut(),
+            AnySigner::SigV4(signer) => signer.scope_mut(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl Signer for AnySigner {
         match self {
             AnySigner::Bearer(signer) => signer.sign(request, body),
             AnySigner::OAuth1(signer) => signer.sign(request, body),
+            AnySigner::SigV4(signer) => signer.sign(request, body),
         }
     }
 }

@@ -12,6 +12,7 @@ mod media;
 mod output;
 mod results;
 mod run;
+mod s3;
 mod serve;
 mod size;
 mod state;
@@ -49,6 +50,8 @@ enum Command {
     Ton(ton::TonArgs),
     /// Upload media with Twitter/X media/upload (INIT, APPEND, FINALIZE, STATUS).
     Media(media::MediaArgs),
+    /// Upload a file to S3 or an S3-compatible store in parts, several at once, resumable.
+    S3(s3::S3Args),
     /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
     /// complete, download and summarise the results.
     Compliance(compliance::ComplianceArgs),
@@ -65,6 +68,7 @@ impl Command {
             Command::Gcs(a) => a.json.then_some("gcs"),
             Command::Ton(a) => a.json.then_some("ton"),
             Command::Media(a) => a.json.then_some("media"),
+            Command::S3(a) => a.json.then_some("s3"),
             Command::Compliance(a) => a.json.then_some("compliance"),
             Command::Serve(_) | Command::Demo(_) => None,
         }
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
         Command::Gcs(args) => gcs::run(args, interrupt),
         Command::Ton(args) => ton::run(args, interrupt),
         Command::Media(args) => media::run(args, interrupt),
+        Command::S3(args) => s3::run(args, interrupt),
         Command::Compliance(args) => compliance::run(args, interrupt),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),

@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::Failure;
 
-const BAR: &str = "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
+const BAR: &str =
+    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}";
 const SPINNER: &str = "{prefix} {spinner} {bytes} {binary_bytes_per_sec}";
 const BAR_WAITING: &str = "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}";
 const SPINNER_WAITING: &str = "{prefix} {spinner} {bytes} {msg}";
@@ -106,6 +107,15 @@ impl Progress {
             // What a resumed upload starts from was not sent in this run.
             bar.reset_eta();
             bar.reset_elapsed();
+        }
+    }
+
+    /// Shows `text` after the rate (what the bar's position does not say: bytes sent while
+    /// the position counts what the server acknowledged), unless a retry's wait is shown.
+    pub fn detail(&self, text: &str) {
+        let Some(bar) = &self.bar else { return };
+        if self.waiting_until.get().is_none() {
+            bar.set_message(text.to_owned());
         }
     }
 

@@ -130,6 +130,51 @@ impl PartPlan {
         Ok(PartPlan { part_size, total })
     }
 
+    /// Plans like [`PartPlan::new`], for a compatible server whose smallest part (every part
+    /// but the last) is `min_part_size` bytes instead of S3's 5 MiB (S4: compatible servers
+    /// keep other limits; moto's `S3_UPLOAD_PART_MIN_SIZE`, test servers). A part size of at
+    /// least 1 MiB is rounded up to a whole MiB as [`PartPlan::new`] does; a smaller one is
+    /// kept as it is. With `min_part_size` equal to [`MIN_PART_SIZE`] this is
+    /// [`PartPlan::new`]. Real S3 answers parts below 5 MiB with `EntityTooSmall` at Complete.
+    ///
+    /// # Errors
+    /// As [`PartPlan::new`]; [`PlanError::PartSizeTooLarge`] also when `min_part_size` is
+    /// over 5 GiB.
+    pub fn with_minimum(
+        total: Option<u64>,
+        preferred: u64,
+        min_part_size: u64,
+    ) -> Result<Self, PlanError> {
+        if min_part_size >= MIN_PART_SIZE {
+            let plan = Self::new(total, preferred.max(min_part_size))?;
+            return Ok(plan);
+        }
+        if preferred > MAX_PART_SIZE {
+            return Err(PlanError::PartSizeTooLarge {
+                preferred,
+                max: MAX_PART_SIZE,
+            });
+        }
+        let needed = match total {
+            Some(t) if t > MAX_OBJECT_SIZE => {
+                return Err(PlanError::ObjectTooLarge {
+                    total: t,
+                    max: MAX_OBJECT_SIZE,
+                });
+            }
+            Some(t) => t.div_ceil(u64::from(MAX_PARTS)),
+            None => 0,
+        };
+        // Every term is at most MAX_PART_SIZE, so the size and its rounding are too.
+        let size = preferred.max(min_part_size).max(needed).max(1);
+        let part_size = if size >= MIB {
+            round_up_to_mib(size)
+        } else {
+            size
+        };
+        Ok(PartPlan { part_size, total })
+    }
+
     /// The size of every part but the last (a whole MiB, from 5 MiB to 5 GiB).
     pub fn part_size(&self) -> u64 {
         self.part_size
@@ -218,6 +263,24 @@ mod tests {
     use proptest::prelude::*;
 
     const GIB: u64 = 1024 * MIB;
+
+    #[test]
+    fn s4_a_smaller_server_minimum_allows_small_parts_and_still_fits_10000() {
+        let plan = PartPlan::with_minimum(Some(100_000), 0, 16 * 1024).unwrap();
+        assert_eq!(plan.part_size(), 16 * 1024);
+        assert_eq!(plan.count(), Some(7));
+        assert_eq!(plan.range(7), Ok(6 * 16 * 1024..100_000));
+        // Never more than 10,000 parts, whatever the minimum.
+        let plan = PartPlan::with_minimum(Some(MAX_OBJECT_SIZE), 1, 1).unwrap();
+        assert_eq!(plan.count(), Some(MAX_PARTS));
+        assert_eq!(plan.part_size(), MAX_PART_SIZE);
+        // The default minimum is PartPlan::new.
+        assert_eq!(
+            PartPlan::with_minimum(Some(12 * MIB + 1), 0, MIN_PART_SIZE),
+            PartPlan::new(Some(12 * MIB + 1), 0)
+        );
+        assert!(PartPlan::with_minimum(Some(1), MAX_PART_SIZE + 1, 1).is_err());
+    }
 
     #[test]
     fn s4_limits_are_the_documented_numbers() {

@@ -387,8 +387,18 @@ fn parse_answer<T>(
     expected: &'static str,
     read: impl FnOnce(&Element) -> Result<T, XmlError>,
 ) -> Result<S3Answer<T>, XmlError> {
+    parse_answer_named(body, expected, None, read)
+}
+
+/// [`parse_answer`], also taking the root `alias` for the expected result.
+fn parse_answer_named<T>(
+    body: &[u8],
+    expected: &'static str,
+    alias: Option<&'static str>,
+    read: impl FnOnce(&Element) -> Result<T, XmlError>,
+) -> Result<S3Answer<T>, XmlError> {
     let root = parse_document(body)?;
-    if root.name == expected {
+    if root.name == expected || alias.is_some_and(|a| root.name == a) {
         read(&root).map(S3Answer::Success)
     } else if root.name == "Error" {
         Ok(S3Answer::Error(S3Error::read(&root)))
@@ -561,13 +571,14 @@ fn read_part(part: &Element) -> Result<ListedPart, XmlError> {
     })
 }
 
-/// Reads one page of ListParts (`ListPartsResult`, S5).
+/// Reads one page of ListParts (`ListPartsResult`, S5; moto's `ListPartsResponse` too, S14).
 ///
 /// # Errors
 /// [`XmlError`]; [`XmlError::TooManyParts`] past 1,000 parts; [`XmlError::Missing`] or
 /// [`XmlError::Invalid`] for a part without a part number in 1–10,000.
 pub fn parse_list_parts(body: &[u8]) -> Result<S3Answer<ListPartsResult>, XmlError> {
-    parse_answer(body, "ListPartsResult", |root| {
+    // moto 5.2.5 names the root `ListPartsResponse` (S14); the elements are S3's.
+    parse_answer_named(body, "ListPartsResult", Some("ListPartsResponse"), |root| {
         let mut parts = Vec::new();
         for part in root.children.iter().filter(|c| c.name == "Part") {
             if parts.len() == MAX_PARTS_PER_PAGE {
@@ -1869,5 +1880,25 @@ mod tests {
                 let _ = page.next_page_marker();
             }
         }
+    }
+
+    // S14: moto 5.2.5 answers ListParts with the root `ListPartsResponse` and no part
+    // checksums; the page reads the same.
+    #[test]
+    fn s5_s14_motos_list_parts_response_root_is_read() {
+        let body = br#"<?xml version="1.0" encoding="utf-8"?>
+<ListPartsResponse xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key><UploadId>U</UploadId><PartNumberMarker>0</PartNumberMarker><NextPartNumberMarker>1</NextPartNumberMarker><MaxParts>1000</MaxParts><IsTruncated>false</IsTruncated><Part><PartNumber>1</PartNumber><ETag>"336311a016184326ddbdd61edd4eeb52"</ETag><Size>10</Size></Part></ListPartsResponse>"#;
+        let S3Answer::Success(page) = parse_list_parts(body).unwrap() else {
+            panic!("not a page")
+        };
+        assert_eq!(page.parts.len(), 1);
+        assert_eq!(page.parts[0].size, Some(10));
+        assert!(page.parts[0].checksums.is_empty());
+        assert_eq!(page.next_page_marker(), Ok(None));
+        // Other roots are still refused.
+        assert!(matches!(
+            parse_list_parts(b"<ListPartsReply/>"),
+            Err(XmlError::UnexpectedRoot { .. })
+        ));
     }
 }
