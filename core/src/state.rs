@@ -5,10 +5,11 @@ use crate::compliance::ComplianceResumeState;
 use crate::gcs::ResumeState;
 use crate::media::MediaResumeState;
 use crate::ton::TonResumeState;
+use crate::tus::TusResumeState;
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
-/// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}` or
-/// `{"compliance": {…}}`.
+/// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}`,
+/// `{"compliance": {…}}` or `{"tus": {…}}`.
 ///
 /// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
 /// take the protocol's own state back out with a `match` before resuming.
@@ -30,6 +31,8 @@ pub enum SavedState {
     Media(MediaResumeState),
     /// A batch compliance job.
     Compliance(ComplianceResumeState),
+    /// A tus 1.0 upload.
+    Tus(TusResumeState),
 }
 
 impl SavedState {
@@ -40,6 +43,7 @@ impl SavedState {
             SavedState::Ton(_) => "ton",
             SavedState::Media(_) => "media",
             SavedState::Compliance(_) => "compliance",
+            SavedState::Tus(_) => "tus",
         }
     }
 
@@ -51,6 +55,7 @@ impl SavedState {
             SavedState::Ton(s) => &s.fingerprint,
             SavedState::Media(s) => &s.fingerprint,
             SavedState::Compliance(s) => &s.fingerprint,
+            SavedState::Tus(s) => &s.fingerprint,
         }
     }
 }
@@ -76,5 +81,11 @@ impl From<MediaResumeState> for SavedState {
 impl From<ComplianceResumeState> for SavedState {
     fn from(state: ComplianceResumeState) -> Self {
         SavedState::Compliance(state)
+    }
+}
+
+impl From<TusResumeState> for SavedState {
+    fn from(state: TusResumeState) -> Self {
+        SavedState::Tus(state)
     }
 }
