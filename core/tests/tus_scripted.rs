@@ -1118,3 +1118,38 @@ fn stale_answers_are_refused_without_effect() {
     );
     assert_eq!(format!("{u:?}"), before);
 }
+
+#[test]
+fn u9_a_head_silent_on_the_length_after_the_declaring_patch_takes_it_as_told() {
+    let source = [1u8; 6];
+    let mut u = create(config(None, 8));
+    let mut now = Instant::now();
+    created(&mut u, &mut now, &source);
+    let patch = next(&mut u, &mut now, &source);
+    assert_eq!(header(&patch, "upload-length"), Some("6"));
+    u.handle_failure(now, patch.id, TransportFailure::Reset)
+        .unwrap();
+    // The state a crash here would leave says the length went out.
+    assert!(u.resume_state().unwrap().length_declared);
+    let head = next(&mut u, &mut now, &source);
+    // A lax server: neither Upload-Length nor Upload-Defer-Length.
+    answer(&mut u, now, &head, 200, &[("upload-offset", "6")]);
+    assert_eq!(done(&mut u, now).unwrap().size, 6);
+    // While the server still says it is deferred, the length goes again.
+    let mut u = create(config(None, 8));
+    created(&mut u, &mut now, &source);
+    let patch = next(&mut u, &mut now, &source);
+    u.handle_failure(now, patch.id, TransportFailure::Reset)
+        .unwrap();
+    let head = next(&mut u, &mut now, &source);
+    answer(
+        &mut u,
+        now,
+        &head,
+        200,
+        &[("upload-offset", "6"), ("upload-defer-length", "1")],
+    );
+    let patch = next(&mut u, &mut now, &source);
+    assert!(patch.body.is_empty());
+    assert_eq!(header(&patch, "upload-length"), Some("6"));
+}

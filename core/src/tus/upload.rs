@@ -260,7 +260,9 @@ pub struct TusResumeState {
     pub upload_url: SessionUri,
     /// The source's size, when known.
     pub total: Option<u64>,
-    /// Whether the server has been told the length (`Upload-Length`, U6, U9).
+    /// Whether the server has been told the length (`Upload-Length`, U6, U9), or a PATCH
+    /// telling it was sent: a resumed upload whose HEAD still says `Upload-Defer-Length: 1`
+    /// tells it again, one whose HEAD says nothing of the length takes it as told.
     pub length_declared: bool,
     /// The last offset the server acknowledged (for display: a resume asks the server, U15).
     pub persisted: u64,
@@ -468,6 +470,8 @@ pub struct TusUpload {
     server_length: Option<u64>,
     /// The server has been told the length (U6, U9).
     length_declared: bool,
+    /// A PATCH carrying `Upload-Length` was sent in this process (U9).
+    declare_sent: bool,
     /// The offset the server acknowledged last in this process (U3, U4).
     persisted: u64,
     /// The end of the furthest byte ever sent (U4); `None`: unknown (an existing URL).
@@ -546,6 +550,7 @@ impl TusUpload {
             given_total: config.total,
             server_length: None,
             length_declared: false,
+            declare_sent: false,
             persisted: 0,
             sent: Some(0),
             saved_persisted: 0,
@@ -932,6 +937,9 @@ impl TusUpload {
             }
             (LengthInfo::Known(_), Some(_)) => self.length_declared = true,
             (LengthInfo::Deferred, _) => self.length_declared = false,
+            // Neither header: a server that stopped saying `Upload-Defer-Length: 1` after a
+            // PATCH that carried the length took it (U9).
+            (LengthInfo::Unsaid, _) if self.declare_sent => self.length_declared = true,
             (LengthInfo::Unsaid, _) => {}
         }
         if let Some(bound) = self.offset_bound()
@@ -1163,6 +1171,9 @@ impl TusUpload {
 
     /// Hands out the request `kind`.
     fn send(&mut self, now: Instant, kind: Kind) -> Action<TusCompletion> {
+        if let Kind::Patch { declare: true, .. } = kind {
+            self.declare_sent = true;
+        }
         let source_len = match &kind {
             Kind::Create(range) | Kind::Patch { range, .. } => {
                 self.sent = self.sent.map(|s| s.max(range.end));
@@ -1248,7 +1259,7 @@ impl Upload for TusUpload {
             upload_url: url,
             // The caller's size: a stream's size found by reading is found again on resume.
             total: self.given_total,
-            length_declared: self.length_declared,
+            length_declared: self.length_declared || self.declare_sent,
             persisted: self.persisted.max(if self.resuming {
                 self.saved_persisted
             } else {
