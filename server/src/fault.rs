@@ -44,6 +44,10 @@
 //!           / "media.init" / "media.append"              ; M1 / M2, M6
 //!           / "media.finalize" / "media.status"          ; M3 / M4, M6
 //!           / "media.other"                              ; a command that cannot be told
+//!           / "tus"                                      ; any tus request
+//!           / "tus.options" / "tus.create"               ; OPTIONS (U2) / POST creation (U6)
+//!           / "tus.head" / "tus.patch" / "tus.delete"    ; U3 / U4 / U12
+//!           / "tus.other"                                ; GET, and methods tus has no use for
 //! faults    = fault *( "," fault )                       ; a per-request spec is just this
 //! fault     = "drop-after:" SIZE
 //!           / "persist:" SIZE
@@ -118,6 +122,14 @@
 //! (M5); injected errors have the API's shape (v1.1 `errors`, v2 RFC 7807). `expire`
 //! expires the media id: it answers `400` from then on (M5).
 //!
+//! ## tus (U1–U15)
+//!
+//! `drop-after:N` on a PATCH keeps the bytes that arrived (any count; none when the PATCH
+//! carried `Upload-Checksum`); `persist:N` keeps only `N` bytes of a PATCH body and answers
+//! so; `lie[:N]` makes a HEAD or PATCH answer claim `N` more bytes than held; `no-range`
+//! leaves `Upload-Offset` out of a HEAD or PATCH answer; `expire` expires the upload (`410`
+//! from then on). See [`crate::tus`].
+//!
 //! # Examples
 //!
 //! ```
@@ -171,7 +183,7 @@ const MAX_PROCESSING_POLLS: u64 = 1000;
 ///
 /// Leaves are concrete kinds; [`RequestKind::Any`], [`RequestKind::Gcs`],
 /// [`RequestKind::GcsPut`], [`RequestKind::Compliance`], [`RequestKind::Ton`] and
-/// [`RequestKind::Media`] are groups.
+/// [`RequestKind::Media`] and [`RequestKind::Tus`] are groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestKind {
@@ -222,6 +234,20 @@ pub enum RequestKind {
     /// `media.other`: a media request whose command cannot be told before its body is read
     /// (chunked framing), or names no known command.
     MediaOther,
+    /// `tus`: any tus request (a group).
+    Tus,
+    /// `tus.options`: `OPTIONS` discovery (U2).
+    TusOptions,
+    /// `tus.create`: `POST` to the creation URL (U6).
+    TusCreate,
+    /// `tus.head`: `HEAD` on an upload (U3).
+    TusHead,
+    /// `tus.patch`: `PATCH` on an upload (U4), also through `X-HTTP-Method-Override` (U5).
+    TusPatch,
+    /// `tus.delete`: `DELETE` of an upload (U12).
+    TusDelete,
+    /// `tus.other`: `GET` of an upload, and methods tus has no use for.
+    TusOther,
     /// Requests no protocol claims (never matched by name, only by `*`).
     Other,
 }
@@ -250,6 +276,13 @@ const KIND_NAMES: &[(&str, RequestKind)] = &[
     ("media.finalize", RequestKind::MediaFinalize),
     ("media.status", RequestKind::MediaStatus),
     ("media.other", RequestKind::MediaOther),
+    ("tus", RequestKind::Tus),
+    ("tus.options", RequestKind::TusOptions),
+    ("tus.create", RequestKind::TusCreate),
+    ("tus.head", RequestKind::TusHead),
+    ("tus.patch", RequestKind::TusPatch),
+    ("tus.delete", RequestKind::TusDelete),
+    ("tus.other", RequestKind::TusOther),
 ];
 
 impl RequestKind {
@@ -282,6 +315,13 @@ impl RequestKind {
             MediaFinalize => &[MediaFinalize, Media, Any],
             MediaStatus => &[MediaStatus, Media, Any],
             MediaOther => &[MediaOther, Media, Any],
+            TusOptions => &[TusOptions, Tus, Any],
+            TusCreate => &[TusCreate, Tus, Any],
+            TusHead => &[TusHead, Tus, Any],
+            TusPatch => &[TusPatch, Tus, Any],
+            TusDelete => &[TusDelete, Tus, Any],
+            TusOther => &[TusOther, Tus, Any],
+            Tus => &[Tus, Any],
             GcsPut => &[GcsPut, Gcs, Any],
             Gcs => &[Gcs, Any],
             Compliance => &[Compliance, Any],
@@ -395,7 +435,7 @@ pub enum FaultSpecError {
     },
     /// A selector naming no known kind of request.
     #[error(
-        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download, ton, ton.single, ton.start, ton.chunk, ton.other, media, media.init, media.append, media.finalize, media.status, media.other)"
+        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download, ton, ton.single, ton.start, ton.chunk, ton.other, media, media.init, media.append, media.finalize, media.status, media.other, tus, tus.options, tus.create, tus.head, tus.patch, tus.delete, tus.other)"
     )]
     UnknownKind(String),
     /// Ordinals that are not `N`, `N..M`, `N..` or `*` with 1 ≤ N ≤ M.

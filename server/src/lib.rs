@@ -74,6 +74,7 @@ mod parse;
 pub mod retry_test;
 mod server;
 pub mod ton;
+pub mod tus;
 mod util;
 
 pub use fault::{Fault, FaultScript, FaultSpecError, Ordinals, RequestKind, Rule, Selector};
@@ -81,3 +82,4 @@ pub use gcs::{GcsApi, ObjectInfo, SessionInfo};
 pub use media::MediaInfo;
 pub use server::{LogEntry, Server, ServerConfig};
 pub use ton::{TonRangeForm, TonUploadInfo};
+pub use tus::TusUploadInfo;
