@@ -15,6 +15,7 @@ mod serve;
 mod size;
 mod state;
 mod ton;
+mod tus;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use clap::{Parser, Subcommand};
 
 /// Resumable and chunked uploads: Google Cloud Storage resumable sessions (what Twitter's
-/// batch compliance upload_url is), Twitter TON and Twitter/X media/upload, with resume after
-/// interruption.
+/// batch compliance upload_url is), Twitter TON, Twitter/X media/upload and tus 1.0, with resume
+/// after interruption.
 #[derive(Parser, Debug)]
 #[command(name = "resumable", version, max_term_width = 100)]
 struct Cli {
@@ -41,6 +42,9 @@ enum Command {
     Ton(ton::TonArgs),
     /// Upload media with Twitter/X media/upload (INIT, APPEND, FINALIZE, STATUS).
     Media(media::MediaArgs),
+    /// Upload a file to a tus 1.0 server (create an upload, or resume one), with resume
+    /// after interruption.
+    Tus(tus::TusArgs),
     /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
     /// complete, download and summarise the results.
     Compliance(compliance::ComplianceArgs),
@@ -57,6 +61,7 @@ impl Command {
             Command::Gcs(a) => a.json.then_some("gcs"),
             Command::Ton(a) => a.json.then_some("ton"),
             Command::Media(a) => a.json.then_some("media"),
+            Command::Tus(a) => a.json.then_some("tus"),
             Command::Compliance(a) => a.json.then_some("compliance"),
             Command::Serve(_) | Command::Demo(_) => None,
         }
@@ -220,6 +225,7 @@ fn main() -> ExitCode {
         Command::Gcs(args) => gcs::run(args, interrupt),
         Command::Ton(args) => ton::run(args, interrupt),
         Command::Media(args) => media::run(args, interrupt),
+        Command::Tus(args) => tus::run(args, interrupt),
         Command::Compliance(args) => compliance::run(args, interrupt),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),
