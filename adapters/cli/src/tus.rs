@@ -37,7 +37,7 @@ pub struct TusArgs {
     /// The file to upload, or - for stdin (its size is then sent when the input ends).
     #[arg(value_name = "FILE")]
     pub(crate) file: PathBuf,
-    /// The server's creation URL (e.g. https://tus.example/files/), or with --upload-url an
+    /// The server's creation URL (e.g. `https://tus.example/files/`), or with --upload-url an
     /// existing upload to resume.
     #[arg(value_name = "URL")]
     pub(crate) url: String,
