@@ -186,7 +186,8 @@ impl fmt::Debug for Transmit {
 /// Hand the bytes in with [`Upload::handle_read`], starting at `range.start`: any non-empty
 /// prefix of the range (the next poll asks for the rest), or an empty slice when the source
 /// ends at `range.start` (which tells the core the total size). The range is never longer than
-/// the upload's chunk size, and never starts before an earlier read's end.
+/// the upload's chunk size, and never starts before an earlier read's end (except tus with
+/// checksums, which reads a re-sent chunk again, never below [`Upload::retained_from`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Read {
     /// The half-open byte range of the source to hand in.

@@ -149,6 +149,10 @@ pub enum Error {
         /// The `expires_after_secs` INIT's answer gave.
         after_secs: u64,
     },
+    /// The server does not offer what this upload needs (tus: a protocol version or an
+    /// extension its discovery answer does not list, U2). Nothing was uploaded.
+    #[error("the server does not support {0}")]
+    Unsupported(&'static str),
 }
 
 fn code_suffix(code: &Option<i64>) -> String {
@@ -394,6 +398,14 @@ pub enum ProtocolViolation {
         chunk_end: u64,
         /// The server's minimum chunk size.
         min_chunk: u64,
+    },
+    /// The server's upload has another length than the source (tus `Upload-Length`, U3).
+    #[error("the server's upload is {server} bytes long, but the source has {source_len}")]
+    LengthDiffers {
+        /// The length the server reports.
+        server: u64,
+        /// The source's size.
+        source_len: u64,
     },
 }
 

@@ -6,10 +6,11 @@ use crate::gcs::ResumeState;
 use crate::media::MediaResumeState;
 use crate::multipart::upload::S3ResumeState;
 use crate::ton::TonResumeState;
+use crate::tus::TusResumeState;
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
-/// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}` or
-/// `{"compliance": {…}}`.
+/// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}`,
+/// `{"compliance": {…}}` or `{"tus": {…}}`.
 ///
 /// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
 /// take the protocol's own state back out with a `match` before resuming.
@@ -33,6 +34,8 @@ pub enum SavedState {
     Compliance(ComplianceResumeState),
     /// An S3 multipart upload (written `{"s3": {…}}`).
     S3(S3ResumeState),
+    /// A tus 1.0 upload.
+    Tus(TusResumeState),
 }
 
 impl SavedState {
@@ -44,6 +47,7 @@ impl SavedState {
             SavedState::Media(_) => "media",
             SavedState::Compliance(_) => "compliance",
             SavedState::S3(_) => "s3",
+            SavedState::Tus(_) => "tus",
         }
     }
 
@@ -56,6 +60,7 @@ impl SavedState {
             SavedState::Media(s) => &s.fingerprint,
             SavedState::Compliance(s) => &s.fingerprint,
             SavedState::S3(s) => &s.fingerprint,
+            SavedState::Tus(s) => &s.fingerprint,
         }
     }
 }
@@ -87,5 +92,11 @@ impl From<ComplianceResumeState> for SavedState {
 impl From<S3ResumeState> for SavedState {
     fn from(state: S3ResumeState) -> Self {
         SavedState::S3(state)
+    }
+}
+
+impl From<TusResumeState> for SavedState {
+    fn from(state: TusResumeState) -> Self {
+        SavedState::Tus(state)
     }
 }

@@ -47,6 +47,10 @@
 //!           / "s3"                                       ; any S3 request (path /s3/…)
 //!           / "s3.create" / "s3.part" / "s3.list"        ; S2 / S3 / S5
 //!           / "s3.complete" / "s3.abort" / "s3.other"    ; S6 / S8 / HEAD, GET, PUT object
+//!           / "tus"                                      ; any tus request
+//!           / "tus.options" / "tus.create"               ; OPTIONS (U2) / POST creation (U6)
+//!           / "tus.head" / "tus.patch" / "tus.delete"    ; U3 / U4 / U12
+//!           / "tus.other"                                ; GET, and methods tus has no use for
 //! faults    = fault *( "," fault )                       ; a per-request spec is just this
 //! fault     = "drop-after:" SIZE
 //!           / "persist:" SIZE
@@ -123,6 +127,14 @@
 //! (M5); injected errors have the API's shape (v1.1 `errors`, v2 RFC 7807). `expire`
 //! expires the media id: it answers `400` from then on (M5).
 //!
+//! ## tus (U1–U15)
+//!
+//! `drop-after:N` on a PATCH keeps the bytes that arrived (any count; none when the PATCH
+//! carried `Upload-Checksum`); `persist:N` keeps only `N` bytes of a PATCH body and answers
+//! so; `lie[:N]` makes a HEAD or PATCH answer claim `N` more bytes than held; `no-range`
+//! leaves `Upload-Offset` out of a HEAD or PATCH answer; `expire` expires the upload (`410`
+//! from then on). See [`crate::tus`].
+//!
 //! # Examples
 //!
 //! ```
@@ -176,7 +188,7 @@ const MAX_PROCESSING_POLLS: u64 = 1000;
 ///
 /// Leaves are concrete kinds; [`RequestKind::Any`], [`RequestKind::Gcs`],
 /// [`RequestKind::GcsPut`], [`RequestKind::Compliance`], [`RequestKind::Ton`] and
-/// [`RequestKind::Media`] are groups.
+/// [`RequestKind::Media`], [`RequestKind::S3`] and [`RequestKind::Tus`] are groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestKind {
@@ -241,6 +253,20 @@ pub enum RequestKind {
     S3Abort,
     /// `s3.other`: HEAD, GET or PUT of an object, bucket requests.
     S3Other,
+    /// `tus`: any tus request (a group).
+    Tus,
+    /// `tus.options`: `OPTIONS` discovery (U2).
+    TusOptions,
+    /// `tus.create`: `POST` to the creation URL (U6).
+    TusCreate,
+    /// `tus.head`: `HEAD` on an upload (U3).
+    TusHead,
+    /// `tus.patch`: `PATCH` on an upload (U4), also through `X-HTTP-Method-Override` (U5).
+    TusPatch,
+    /// `tus.delete`: `DELETE` of an upload (U12).
+    TusDelete,
+    /// `tus.other`: `GET` of an upload, and methods tus has no use for.
+    TusOther,
     /// Requests no protocol claims (never matched by name, only by `*`).
     Other,
 }
@@ -276,6 +302,13 @@ const KIND_NAMES: &[(&str, RequestKind)] = &[
     ("s3.complete", RequestKind::S3Complete),
     ("s3.abort", RequestKind::S3Abort),
     ("s3.other", RequestKind::S3Other),
+    ("tus", RequestKind::Tus),
+    ("tus.options", RequestKind::TusOptions),
+    ("tus.create", RequestKind::TusCreate),
+    ("tus.head", RequestKind::TusHead),
+    ("tus.patch", RequestKind::TusPatch),
+    ("tus.delete", RequestKind::TusDelete),
+    ("tus.other", RequestKind::TusOther),
 ];
 
 impl RequestKind {
@@ -315,6 +348,13 @@ impl RequestKind {
             S3Abort => &[S3Abort, S3, Any],
             S3Other => &[S3Other, S3, Any],
             S3 => &[S3, Any],
+            TusOptions => &[TusOptions, Tus, Any],
+            TusCreate => &[TusCreate, Tus, Any],
+            TusHead => &[TusHead, Tus, Any],
+            TusPatch => &[TusPatch, Tus, Any],
+            TusDelete => &[TusDelete, Tus, Any],
+            TusOther => &[TusOther, Tus, Any],
+            Tus => &[Tus, Any],
             GcsPut => &[GcsPut, Gcs, Any],
             Gcs => &[Gcs, Any],
             Compliance => &[Compliance, Any],
@@ -430,7 +470,7 @@ pub enum FaultSpecError {
     },
     /// A selector naming no known kind of request.
     #[error(
-        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download, ton, ton.single, ton.start, ton.chunk, ton.other, media, media.init, media.append, media.finalize, media.status, media.other)"
+        "unknown request kind {0:?} (known: *, gcs, gcs.start, gcs.put, gcs.chunk, gcs.query, gcs.delete, gcs.other, compliance, compliance.create, compliance.status, compliance.download, ton, ton.single, ton.start, ton.chunk, ton.other, media, media.init, media.append, media.finalize, media.status, media.other, s3, s3.create, s3.part, s3.list, s3.complete, s3.abort, s3.other, tus, tus.options, tus.create, tus.head, tus.patch, tus.delete, tus.other)"
     )]
     UnknownKind(String),
     /// Ordinals that are not `N`, `N..M`, `N..` or `*` with 1 ≤ N ≤ M.

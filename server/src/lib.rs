@@ -75,6 +75,7 @@ pub mod retry_test;
 pub mod s3;
 mod server;
 pub mod ton;
+pub mod tus;
 mod util;
 
 pub use fault::{Fault, FaultScript, FaultSpecError, Ordinals, RequestKind, Rule, Selector};
@@ -82,3 +83,4 @@ pub use gcs::{GcsApi, ObjectInfo, SessionInfo};
 pub use media::MediaInfo;
 pub use server::{LogEntry, Server, ServerConfig};
 pub use ton::{TonRangeForm, TonUploadInfo};
+pub use tus::TusUploadInfo;

@@ -16,6 +16,7 @@ use crate::json_api::{self, Allowed, JsonRoute};
 use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
 use crate::retry_test::{self, RetryTests};
 use crate::ton::{self, Ton, TonRangeForm, TonUploadInfo};
+use crate::tus::{self, Tus, TusUploadInfo};
 
 /// The most connections served at once; more are closed on accept.
 const MAX_CONNECTIONS: usize = 1024;
@@ -75,6 +76,9 @@ pub struct ServerConfig {
     pub ton_range_form: TonRangeForm,
     /// Refuse TON starts without `X-TON-Expires` (some buckets require it, T2). Default off.
     pub ton_require_expires: bool,
+    /// How long a tus upload lives from its creation (`Upload-Expires`, U10); `None`: it
+    /// does not expire. Default 24 hours.
+    pub tus_upload_ttl: Option<Duration>,
     /// How long a media id lives after INIT (`expires_after_secs`, M1, M5). Default 86400 s.
     pub media_expires_after: Duration,
     /// When set, FINALIZE gives the id this long from its own answer (which says so in
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             ton_upload_ttl: Duration::from_secs(3600),
             ton_range_form: TonRangeForm::Plain,
             ton_require_expires: false,
+            tus_upload_ttl: Some(Duration::from_secs(24 * 3600)),
             media_expires_after: Duration::from_secs(86_400),
             media_finalize_expires_after: None,
             media_max_segment: resumable_core::media::MAX_SEGMENT_SIZE,
@@ -189,6 +194,7 @@ pub(crate) struct Shared {
     pub(crate) gcs: Gcs,
     pub(crate) compliance: Compliance,
     pub(crate) ton: Ton,
+    pub(crate) tus: Tus,
     pub(crate) media: MediaStore,
     pub(crate) s3: crate::s3::S3Store,
     pub(crate) retry_tests: RetryTests,
@@ -292,6 +298,8 @@ enum Route {
     ComplianceDownload(String),
     TonBucket(String),
     TonObject(String, String, Option<Arc<ton::Upload>>),
+    /// A tus path: the upload's id (none: the creation URL) and the upload if it exists.
+    Tus(Option<String>, Option<Arc<tus::Upload>>),
     Media(MediaRoute, Option<Arc<media::Media>>),
     S3(crate::s3::S3Route),
     NotFound,
@@ -310,9 +318,14 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
         "/1.1/media/",
         "/2/media/",
         crate::s3::PREFIX,
+        "/tus/",
     ];
     if let Some(r) = crate::s3::route(req) {
         return Route::S3(r);
+    }
+    if let Some(id) = tus::route_path(path) {
+        let upload = id.as_deref().and_then(|id| shared.tus.upload(id));
+        return Route::Tus(id, upload);
     }
     if let Some(bucket) = ton::bucket_path(path) {
         return match m {
@@ -443,6 +456,7 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::TonObject(..) => RequestKind::TonOther,
         Route::Media(r, _) => r.kind(),
         Route::S3(r) => r.kind(),
+        Route::Tus(id, _) => tus::kind(req, id.is_some()),
         Route::Index
         | Route::NotFound
         | Route::NotAllowed
@@ -495,6 +509,7 @@ enum Scope {
     Gcs(Arc<Session>),
     Ton(Arc<ton::Upload>),
     Media(Arc<media::Media>),
+    Tus(Arc<tus::Upload>),
 }
 
 impl Scope {
@@ -503,6 +518,7 @@ impl Scope {
             Route::GcsSession(_, Some(s)) => Some(Scope::Gcs(Arc::clone(s))),
             Route::TonObject(_, _, Some(u)) => Some(Scope::Ton(Arc::clone(u))),
             Route::Media(_, Some(m)) => Some(Scope::Media(Arc::clone(m))),
+            Route::Tus(_, Some(u)) => Some(Scope::Tus(Arc::clone(u))),
             _ => None,
         }
     }
@@ -537,6 +553,11 @@ impl Scope {
                 st.requests += 1;
                 pick(m.script.as_ref(), &mut st.faults, kind)
             }
+            Scope::Tus(u) => {
+                let mut st = u.lock();
+                st.requests += 1;
+                pick(u.script.as_ref(), &mut st.faults, kind)
+            }
         }
     }
 
@@ -545,6 +566,7 @@ impl Scope {
             Scope::Gcs(s) => s.lock().body_bytes += n,
             Scope::Ton(u) => u.lock().body_bytes += n,
             Scope::Media(m) => m.lock().body_bytes += n,
+            Scope::Tus(u) => u.lock().body_bytes += n,
         }
     }
 
@@ -553,6 +575,7 @@ impl Scope {
             Scope::Gcs(s) => s.id.clone(),
             Scope::Ton(u) => u.resume_id.clone(),
             Scope::Media(m) => m.id.clone(),
+            Scope::Tus(u) => u.id.clone(),
         }
     }
 }
@@ -616,6 +639,7 @@ fn injected(
         (Route::TonBucket(_) | Route::TonObject(..), _) => ton::error(code, &message),
         (Route::Media(r, _), _) => media::injected(r.is_v2(), code, &message),
         (Route::S3(_), _) => crate::s3::injected(code, &message),
+        (Route::Tus(..), _) => tus::error(code, &message),
         _ => gcs::error(api, code, &message),
     };
     let retry_after = match faults.retry_after {
@@ -701,6 +725,7 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
         Route::TonObject(bucket, name, None) => ton::get_object(ctx, bucket, name),
         Route::Media(r, _) => media::handle(ctx, r),
         Route::S3(r) => crate::s3::handle(ctx, r),
+        Route::Tus(id, upload) => tus::handle(ctx, id.as_deref(), upload.as_ref()),
         Route::NotFound => Outcome::Respond(
             Response::new(404).body("text/plain; charset=utf-8", b"not found\n".to_vec()),
         ),
@@ -1087,6 +1112,7 @@ impl Server {
             gcs: Gcs::default(),
             compliance: Compliance::default(),
             ton: Ton::default(),
+            tus: Tus::default(),
             media: MediaStore::default(),
             s3: crate::s3::S3Store::default(),
             retry_tests: RetryTests::default(),
@@ -1182,6 +1208,33 @@ impl Server {
     /// Returns whether it existed.
     pub fn expire_ton_upload(&self, location_or_resume_id: &str) -> bool {
         self.shared.ton.expire(location_or_resume_id)
+    }
+
+    /// The tus creation URL (U6): `BASE/tus/files/`. `POST` it to create an upload;
+    /// `OPTIONS` it for what the server supports (U2).
+    pub fn tus_url(&self) -> String {
+        format!("{}{}/", self.shared.base_url, tus::PREFIX)
+    }
+
+    /// A tus upload, by its URL, path or id.
+    pub fn tus_upload(&self, url_or_id: &str) -> Option<TusUploadInfo> {
+        self.shared.tus.upload_info(url_or_id)
+    }
+
+    /// The bytes a tus upload holds, by its URL, path or id.
+    pub fn tus_upload_bytes(&self, url_or_id: &str) -> Option<Vec<u8>> {
+        self.shared.tus.upload_bytes(url_or_id)
+    }
+
+    /// Every tus upload, in no particular order.
+    pub fn tus_uploads(&self) -> Vec<TusUploadInfo> {
+        self.shared.tus.all_uploads()
+    }
+
+    /// Expires a tus upload now (as the `expire` fault does): it answers `410` from then on.
+    /// Returns whether it existed.
+    pub fn expire_tus_upload(&self, url_or_id: &str) -> bool {
+        self.shared.tus.expire(url_or_id)
     }
 
     /// The v1.1 media endpoint (M1–M5): `BASE/1.1/media/upload.json`.
@@ -1411,6 +1464,7 @@ fn banner_text(shared: &Shared) -> String {
          \x20 Media v2 (M6):                   POST {base}{v2}/initialize, then {v2}/ID/append, {v2}/ID/finalize\n\
          \x20                                  GET  {base}{v2}?command=STATUS&media_id=ID\n\
          \x20     processing: {categories} take {polls} STATUS polls\n\
+         \x20 tus 1.0 (U1-U15):                POST {base}/tus/files/  (OPTIONS for the extensions)\n\
          \x20 Faults: {faults}\n\
          \x20     per request: header x-resumable-fault: FAULTS or query fault=FAULTS;\n\
          \x20     per session: session-faults=SCRIPT on a start URL, or header\n\

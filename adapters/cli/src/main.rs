@@ -17,6 +17,7 @@ mod serve;
 mod size;
 mod state;
 mod ton;
+mod tus;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use clap::{Parser, Subcommand};
 
 /// Resumable and chunked uploads: Google Cloud Storage resumable sessions (what Twitter's
-/// batch compliance upload_url is), Twitter TON and Twitter/X media/upload, with resume after
-/// interruption.
+/// batch compliance upload_url is), Twitter TON, Twitter/X media/upload and tus 1.0, with resume
+/// after interruption.
 #[derive(Parser, Debug)]
 #[command(name = "resumable", version, max_term_width = 100)]
 struct Cli {
@@ -52,6 +53,9 @@ enum Command {
     Media(media::MediaArgs),
     /// Upload a file to S3 or an S3-compatible store in parts, several at once, resumable.
     S3(s3::S3Args),
+    /// Upload a file to a tus 1.0 server (create an upload, or resume one), with resume
+    /// after interruption.
+    Tus(tus::TusArgs),
     /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
     /// complete, download and summarise the results.
     Compliance(compliance::ComplianceArgs),
@@ -69,6 +73,7 @@ impl Command {
             Command::Ton(a) => a.json.then_some("ton"),
             Command::Media(a) => a.json.then_some("media"),
             Command::S3(a) => a.json.then_some("s3"),
+            Command::Tus(a) => a.json.then_some("tus"),
             Command::Compliance(a) => a.json.then_some("compliance"),
             Command::Serve(_) | Command::Demo(_) => None,
         }
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
         Command::Ton(args) => ton::run(args, interrupt),
         Command::Media(args) => media::run(args, interrupt),
         Command::S3(args) => s3::run(args, interrupt),
+        Command::Tus(args) => tus::run(args, interrupt),
         Command::Compliance(args) => compliance::run(args, interrupt),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),

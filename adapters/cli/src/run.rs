@@ -505,6 +505,7 @@ pub fn error_kind(error: &Error) -> &'static str {
         Error::Compliance(_) => "compliance_job",
         Error::ProcessingFailed { .. } => "processing_failed",
         Error::ProcessingUnfinished { .. } => "processing_unfinished",
+        Error::Unsupported(_) => "unsupported",
         _ => "other",
     }
 }

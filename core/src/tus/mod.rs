@@ -1,5 +1,11 @@
-//! tus 1.0, the tus resumable upload protocol: its header fields ([`metadata`]:
-//! `Upload-Metadata`, the plain-decimal `Upload-Offset` and `Upload-Length`, and the comma
-//! lists a server announces on `OPTIONS`), for the state machine that comes later.
+//! tus 1.0, the tus resumable upload protocol (rules U1–U15 in `docs/protocols/tus.md`): its
+//! header fields ([`metadata`]: `Upload-Metadata`, the plain-decimal `Upload-Offset` and
+//! `Upload-Length`, and the comma lists a server announces on `OPTIONS`) and the upload
+//! state machine ([`upload`], re-exported here: [`TusUpload`]).
 
 pub mod metadata;
+pub mod upload;
+
+pub use upload::{
+    ChecksumAlgorithm, TusCompletion, TusConfig, TusResumeState, TusServerInfo, TusStart, TusUpload,
+};
