@@ -509,7 +509,7 @@ mod log {
     use bytes::Bytes;
 
     use crate::action::{RequestId, Transmit, TransportFailure, Upload};
-    use crate::secret::{LoggedHeaders, RedactedUri};
+    use crate::secret::{LoggedHeaders, LoggedUri};
 
     pub(super) fn request(t: &Transmit) {
         tracing::debug!(
@@ -518,7 +518,7 @@ mod log {
             body_bytes = t.body.len(),
             "> {} {} ({} body bytes) {}",
             t.request.method(),
-            RedactedUri(t.request.uri()),
+            LoggedUri(t.request.uri()),
             t.body.len(),
             LoggedHeaders(t.request.headers()),
         );

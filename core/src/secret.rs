@@ -103,20 +103,45 @@ impl fmt::Display for RedactedUri<'_> {
             }
         }
         f.write_str(self.0.path())?;
-        if let Some(query) = self.0.query() {
-            // Parameter names, and values only of the protocols' own bookkeeping parameters:
-            // a signature, an upload id or a token is never shown.
-            for (i, pair) in query.split('&').enumerate() {
-                f.write_str(if i == 0 { "?" } else { "&" })?;
-                match pair.split_once('=') {
-                    Some((name, value)) if SHOWN_QUERY.contains(&name) => {
-                        write!(f, "{name}={value}")?;
-                    }
-                    Some((name, _)) if name.len() <= 64 && name.bytes().all(is_name_byte) => {
-                        write!(f, "{name}=<redacted>")?;
-                    }
-                    _ => f.write_str("<redacted>")?,
+        if self.0.query().is_some() {
+            f.write_str("?<redacted>")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shows a URI for a log line: as [`RedactedUri`], but with the query's parameter names, and
+/// values only of the protocols' own bookkeeping parameters (`uploadType`, `name`, `command`,
+/// …): a signature, an upload id or a token is never shown.
+pub struct LoggedUri<'a>(pub &'a Uri);
+
+impl fmt::Display for LoggedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(query) = self.0.query() else {
+            return RedactedUri(self.0).fmt(f);
+        };
+        let without_query = match self.0.path_and_query() {
+            Some(_) => {
+                let mut parts = self.0.clone().into_parts();
+                parts.path_and_query = self.0.path().parse().ok();
+                Uri::from_parts(parts).ok()
+            }
+            None => None,
+        };
+        match &without_query {
+            Some(uri) => RedactedUri(uri).fmt(f)?,
+            None => f.write_str("<redacted>")?,
+        }
+        for (i, pair) in query.split('&').enumerate() {
+            f.write_str(if i == 0 { "?" } else { "&" })?;
+            match pair.split_once('=') {
+                Some((name, value)) if SHOWN_QUERY.contains(&name) => {
+                    write!(f, "{name}={value}")?;
                 }
+                Some((name, _)) if name.len() <= 64 && name.bytes().all(is_name_byte) => {
+                    write!(f, "{name}=<redacted>")?;
+                }
+                _ => f.write_str("<redacted>")?,
             }
         }
         Ok(())
@@ -193,7 +218,7 @@ impl fmt::Debug for RedactedHeaders<'_> {
 }
 
 /// Headers for a log line, `name: value; …`: values of the protocols' bookkeeping headers,
-/// `Location` without its secrets (see [`RedactedUri`]), everything else (credentials, cookies,
+/// `Location` without its secrets (see [`LoggedUri`]), everything else (credentials, cookies,
 /// values marked sensitive) as `<redacted>`.
 pub struct LoggedHeaders<'a>(pub &'a HeaderMap);
 
@@ -207,7 +232,7 @@ impl fmt::Display for LoggedHeaders<'_> {
             match (name.as_str(), text) {
                 (shown, Some(v)) if SHOWN_HEADERS.contains(&shown) => write!(f, "{shown}: {v}")?,
                 ("location", Some(v)) => match v.parse::<Uri>() {
-                    Ok(uri) => write!(f, "location: {}", RedactedUri(&uri))?,
+                    Ok(uri) => write!(f, "location: {}", LoggedUri(&uri))?,
                     Err(_) => f.write_str("location: <redacted>")?,
                 },
                 (other, _) => write!(f, "{other}: <redacted>")?,
@@ -235,11 +260,15 @@ mod tests {
             .parse()
             .unwrap();
         let shown = RedactedUri(&uri).to_string();
-        assert_eq!(shown, "https://host.example:8443/a/b?sig=<redacted>");
-        let uri: Uri = "https://h.example/upload?uploadType=resumable&upload_id=SECRET&%41=B"
+        assert_eq!(shown, "https://host.example:8443/a/b?<redacted>");
+    }
+
+    #[test]
+    fn logged_uri_shows_parameter_names_and_only_bookkeeping_values() {
+        let uri: Uri = "https://u:pw@h.example/upload?uploadType=resumable&upload_id=SECRET&%41=B"
             .parse()
             .unwrap();
-        let shown = RedactedUri(&uri).to_string();
+        let shown = LoggedUri(&uri).to_string();
         assert_eq!(
             shown,
             "https://h.example/upload?uploadType=resumable&upload_id=<redacted>&<redacted>"

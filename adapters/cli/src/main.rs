@@ -14,6 +14,7 @@ mod results;
 mod run;
 mod s3;
 mod serve;
+mod sessions;
 mod size;
 mod state;
 mod ton;
@@ -59,6 +60,8 @@ enum Command {
     /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
     /// complete, download and summarise the results.
     Compliance(compliance::ComplianceArgs),
+    /// List the uploads whose resume state is kept, or remove them (--forget, --prune).
+    Sessions(sessions::SessionsArgs),
     /// Run the local conformance server (with optional faults) in the foreground.
     Serve(serve::ServeArgs),
     /// Upload a generated file to the embedded server, with faults, and check it.
@@ -75,7 +78,7 @@ impl Command {
             Command::S3(a) => a.json.then_some("s3"),
             Command::Tus(a) => a.json.then_some("tus"),
             Command::Compliance(a) => a.json.then_some("compliance"),
-            Command::Serve(_) | Command::Demo(_) => None,
+            Command::Serve(_) | Command::Demo(_) | Command::Sessions(_) => None,
         }
     }
 }
@@ -241,6 +244,7 @@ fn main() -> ExitCode {
         Command::S3(args) => s3::run(args, interrupt),
         Command::Tus(args) => tus::run(args, interrupt),
         Command::Compliance(args) => compliance::run(args, interrupt),
+        Command::Sessions(args) => sessions::run(args),
         Command::Serve(args) => serve::run(args, interrupt),
         Command::Demo(args) => demo::run(args, interrupt),
     };

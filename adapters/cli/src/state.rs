@@ -79,16 +79,28 @@ impl Destination {
 /// The current format version.
 pub const VERSION: u32 = 1;
 
-/// The default state file for an upload identified by `key` (protocol, path, size, mtime, URL).
-pub fn default_path(key: &str) -> io::Result<PathBuf> {
+/// The per-user state folder: `$XDG_STATE_HOME/resumable`, else `~/.local/state/resumable`.
+pub fn folder() -> io::Result<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| dirs::home_dir().map(|h| h.join(".local").join("state")))
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no home folder for the state"))?;
+    Ok(base.join("resumable"))
+}
+
+/// The default state file for an upload identified by `key` (protocol, path, size, mtime, URL).
+pub fn default_path(key: &str) -> io::Result<PathBuf> {
     let digest = Sha256::digest(key.as_bytes());
     let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    Ok(base.join("resumable").join(format!("{name}.json")))
+    Ok(folder()?.join(format!("{name}.json")))
+}
+
+/// Whether another run holds the state at `state` now.
+pub fn in_use(state: &Path) -> bool {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    Path::new(&name).exists() && matches!(Lock::acquire(state), Err(LockError::InUse(_)))
 }
 
 /// Reads a saved state; `Ok(None)` when there is none or it is of another version.
