@@ -155,7 +155,7 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     let ton_args = TonArgs {
         file: file.clone(),
         bucket_url: server.ton_bucket_url("demo"),
-        content_type: "application/octet-stream".into(),
+        content_type: Some("application/octet-stream".into()),
         expires: None,
         chunk_size: chunk.to_string(),
         single: false,
@@ -198,9 +198,9 @@ pub fn run(args: DemoArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
     let started = Instant::now();
     let media_args = MediaArgs {
         file: file.clone(),
-        media_type: "video/mp4".into(),
+        media_type: Some("video/mp4".into()),
         category: Some("tweet_video".into()),
-        api: Api::V2,
+        api: Some(Api::V2),
         endpoint: Some(server.media_v2_base()),
         api_base: None,
         additional_owners: Vec::new(),

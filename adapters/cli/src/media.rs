@@ -39,15 +39,17 @@ pub struct MediaArgs {
     /// The file to upload (the size is declared at INIT, so not stdin).
     #[arg(value_name = "FILE")]
     pub(crate) file: PathBuf,
-    /// The media type, e.g. video/mp4, image/gif.
+    /// The media type, e.g. video/mp4, image/gif (default: from the file name).
     #[arg(long, value_name = "MIME")]
-    pub(crate) media_type: String,
-    /// The media category, e.g. tweet_video, tweet_gif, tweet_image, amplify_video.
+    pub(crate) media_type: Option<String>,
+    /// The media category, e.g. tweet_video, tweet_gif, tweet_image, amplify_video (default:
+    /// from the media type when it was guessed from the file name).
     #[arg(long, value_name = "C")]
     pub(crate) category: Option<String>,
-    /// The API form.
-    #[arg(long, value_enum, default_value = "v1")]
-    pub(crate) api: Api,
+    /// The API form (default: v2; with --endpoint, the form its address names: v1 for an
+    /// upload.json URL).
+    #[arg(long, value_enum)]
+    pub(crate) api: Option<Api>,
     /// The endpoint: the upload.json URL for v1, the /2/media/upload base for v2 (for
     /// example a local server's).
     #[arg(long, value_name = "URL", conflicts_with = "api_base")]
@@ -90,17 +92,56 @@ pub struct MediaReport {
     pub form: ApiForm,
 }
 
+/// The media type and category: as given, else guessed from the file name (as xurl does),
+/// the category then following the type (GIFs are `tweet_gif`, other images `tweet_image`,
+/// videos `tweet_video`).
+fn media_type_and_category(args: &MediaArgs) -> Result<(String, Option<String>), Failure> {
+    if let Some(t) = &args.media_type {
+        return Ok((t.clone(), args.category.clone()));
+    }
+    let guessed = mime_guess::from_path(&args.file)
+        .first_raw()
+        .filter(|t| t.starts_with("image/") || t.starts_with("video/"))
+        .ok_or_else(|| {
+            usage(
+                "cannot tell the media type from the file name: give --media-type, e.g. \
+                 video/mp4 or image/png",
+            )
+        })?;
+    let category = args.category.clone().or_else(|| {
+        Some(match guessed {
+            "image/gif" => "tweet_gif",
+            t if t.starts_with("image/") => "tweet_image",
+            _ => "tweet_video",
+        })
+        .map(str::to_owned)
+    });
+    Ok((guessed.to_owned(), category))
+}
+
 /// Runs one media upload to its end (resuming from the saved state when there is one).
 pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaReport, Failure> {
+    // v2 unless asked otherwise (v1.1 media/upload is deprecated for most access tiers); an
+    // explicit endpoint says its own form.
+    let form = args.api.unwrap_or(match &args.endpoint {
+        Some(url)
+            if url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.path().ends_with("/upload.json")) =>
+        {
+            Api::V1
+        }
+        _ => Api::V2,
+    });
     let endpoint = match (&args.endpoint, &args.api_base) {
         (Some(url), _) => Some(url.clone()),
-        (None, Some(base)) => Some(match args.api {
+        (None, Some(base)) => Some(match form {
             Api::V1 => format!("{}/1.1/media/upload.json", base.trim_end_matches('/')),
             Api::V2 => format!("{}/2/media/upload", base.trim_end_matches('/')),
         }),
         (None, None) => None,
     };
-    let api = match (&args.api, &endpoint) {
+    let api = match (&form, &endpoint) {
         (Api::V1, None) => ApiVersion::v1_1(),
         (Api::V2, None) => ApiVersion::v2(),
         (Api::V1, Some(url)) => ApiVersion::V1_1 {
@@ -123,7 +164,7 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
     }
     let mut input = open_input(&args.file)?;
     let total = input.total.unwrap_or(0);
-    let destination = format!("{:?}|{endpoint}", args.api);
+    let destination = format!("{form:?}|{endpoint}");
     let (state, saved) = StateFile::open(
         args.run.state.as_deref(),
         &input,
@@ -132,8 +173,9 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
         &endpoint.to_string(),
     )?;
 
-    let mut config = MediaConfig::new(api, total, args.media_type.clone());
-    config.media_category = args.category.clone();
+    let (media_type, category) = media_type_and_category(args)?;
+    let mut config = MediaConfig::new(api, total, media_type);
+    config.media_category = category;
     config.additional_owners = args.additional_owners.clone();
     config.segment_size = segment;
     config.max_in_flight = args.parallel;
@@ -180,6 +222,11 @@ pub fn execute(args: &MediaArgs, interrupt: Arc<AtomicBool>) -> Result<MediaRepo
                 ))
                 .map_err(|e| usage(format!("cannot sign requests to the endpoint: {e}")))?;
             Some(credentials.into_signer(scope))
+        }
+        // The real API refuses unsigned requests: say so before the first one. A local or
+        // other endpoint may need none.
+        Err(e @ EnvError::Missing { .. }) if args.endpoint.is_none() && args.api_base.is_none() => {
+            return Err(usage(e.to_string()));
         }
         Err(EnvError::Missing { .. }) => None,
         Err(e) => return Err(usage(e.to_string())),

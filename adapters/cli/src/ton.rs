@@ -32,9 +32,10 @@ pub struct TonArgs {
     /// The bucket URL, e.g. `https://ton.twitter.com/1.1/ton/bucket/ta_partner`.
     #[arg(value_name = "BUCKET_URL")]
     pub(crate) bucket_url: String,
-    /// The object's content type (sent as Content-Type and X-TON-Content-Type).
+    /// The object's content type (sent as Content-Type and X-TON-Content-Type; default: from
+    /// the file name, else application/octet-stream).
     #[arg(long, value_name = "MIME")]
-    pub(crate) content_type: String,
+    pub(crate) content_type: Option<String>,
     /// When the object expires, an RFC 1123 date (X-TON-Expires, at most 7 days ahead).
     #[arg(long, value_name = "DATE")]
     pub(crate) expires: Option<String>,
@@ -97,8 +98,15 @@ pub fn run(args: TonArgs, interrupt: Arc<AtomicBool>) -> Result<(), Failure> {
 pub fn execute(args: &TonArgs, interrupt: Arc<AtomicBool>) -> Result<TonReport, Failure> {
     let bucket = parse_url(&args.bucket_url, "bucket URL")?;
     let chunk = parse_size(&args.chunk_size).map_err(|e| usage(format!("--chunk-size: {e}")))?;
-    let content_type = HeaderValue::from_str(&args.content_type)
-        .map_err(|_| usage("the content type is not valid"))?;
+    let content_type = match &args.content_type {
+        Some(t) => t.clone(),
+        None => mime_guess::from_path(&args.file)
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+    };
+    let content_type =
+        HeaderValue::from_str(&content_type).map_err(|_| usage("the content type is not valid"))?;
     if args.file.as_os_str() == "-" {
         return Err(usage(
             "TON needs the file's size up front: give a file, not stdin",

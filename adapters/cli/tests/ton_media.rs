@@ -349,3 +349,59 @@ fn ton_and_media_refuse_stdin_and_bad_urls() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+// Issue 19: without --api, media uses X API v2 (an upload.json --endpoint still means v1.1);
+// the media type and category come from the file name when not given; against the real API,
+// missing credentials are named before any request.
+#[test]
+fn media_defaults_to_v2_guesses_the_type_and_checks_credentials_first() {
+    let server = Server::start(ServerConfig::default()).unwrap();
+    let s = Scratch::new();
+    let gif = s.file("loop.gif", &data(40 * KIB, 7));
+    let out = s.run(&[
+        "media",
+        "--api-base",
+        &server.base_url(),
+        "--json",
+        gif.to_str().unwrap(),
+    ]);
+    let j = json(&out);
+    assert_eq!(j["api"], "v2");
+    let info = server.media_info(j["media_id"].as_str().unwrap()).unwrap();
+    assert_eq!(info.media_type, "image/gif");
+    assert_eq!(info.media_category.as_deref(), Some("tweet_gif"));
+
+    let out = s.run(&[
+        "media",
+        "--endpoint",
+        &server.media_v1_url(),
+        "--media-type",
+        "image/gif",
+        "--json",
+        gif.to_str().unwrap(),
+    ]);
+    assert_eq!(json(&out)["api"], "v1", "an upload.json endpoint is v1.1");
+
+    let unknown = s.file("notes.bin", b"x");
+    let out = s.run(&[
+        "media",
+        "--api-base",
+        &server.base_url(),
+        unknown.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--media-type"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Exit 2 (bad usage), not 1: the request to the real API was never tried.
+    let out = s.run(&["media", gif.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("X_BEARER_TOKEN") && err.contains("X_CONSUMER_KEY"),
+        "{err}"
+    );
+}
