@@ -109,12 +109,12 @@ fn media_type_and_category(args: &MediaArgs) -> Result<(String, Option<String>),
             )
         })?;
     let category = args.category.clone().or_else(|| {
-        Some(match guessed {
+        let category = match guessed {
             "image/gif" => "tweet_gif",
             t if t.starts_with("image/") => "tweet_image",
             _ => "tweet_video",
-        })
-        .map(str::to_owned)
+        };
+        Some(category.to_owned())
     });
     Ok((guessed.to_owned(), category))
 }
