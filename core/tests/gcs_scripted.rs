@@ -1405,3 +1405,51 @@ fn g7_a_small_final_request_still_carries_the_checksum_header() {
     );
     ex.complete_verified(&c);
 }
+
+// G4, G5, issue 16: a 5 TiB object planned end to end without overflow, no bytes moved (no
+// checksums, so nothing is read): 1 GiB chunks, each declaring the total, the server
+// persisting a little less than each chunk carried, then the completion with the size.
+#[test]
+fn g4_a_5_tib_object_is_planned_end_to_end_without_overflow() {
+    const GIB: u64 = 1 << 30;
+    let total = 5 * 1024 * GIB;
+    let mut config = GcsConfig::new(Some(total));
+    config.chunk_size = GIB;
+    config.checksums = resumable_core::checksum::Checksums {
+        crc32c: false,
+        md5: false,
+    };
+    let mut ex = Exchange::new(xml_start(), config, Vec::new());
+    let mut send = ex.started();
+    let mut requests = 1u64;
+    loop {
+        let range = send.body.source.clone();
+        assert!(range.end <= total && range.end - range.start <= GIB);
+        assert_eq!(
+            header(&send, "content-range"),
+            Some(format!("bytes {}-{}/{total}", range.start, range.end - 1).as_str())
+        );
+        if range.end == total {
+            let size = format!(r#"{{"size":"{total}"}}"#);
+            ex.respond(send.id, 200, &[], &size);
+            break;
+        }
+        // Every chunk persisted but its last 256 KiB, which the next chunk carries again.
+        let held = range.end - KIB256;
+        ex.respond(
+            send.id,
+            308,
+            &[("range", &format!("bytes=0-{}", held - 1))],
+            "",
+        );
+        assert_eq!(ex.upload.persisted(), held);
+        send = ex.send();
+        assert_eq!(send.body.source.start, held);
+        requests += 1;
+        assert!(requests < 10_000, "the plan does not end");
+    }
+    let done = ex.done().unwrap();
+    assert_eq!(done.size, total);
+    assert!(ex.reads.is_empty());
+    assert_eq!(requests, total.div_ceil(GIB - KIB256));
+}
