@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use resumable_blocking::{SeekableSource, UreqTransport};
 use resumable_core::checksum::Checksums;
+use resumable_core::Upload as _;
 use resumable_core::gcs::{GcsConfig, GcsUpload, Start};
 
 fn main() -> ExitCode {
