@@ -247,8 +247,39 @@ pub fn execute(job: &Job, interrupt: Arc<AtomicBool>) -> Result<Report, Failure>
             done,
             stats: upload.stats(),
         }),
-        Err(e) => Err(run::failure(e, &upload, &job.file, &state, started)),
+        Err(e) => {
+            let integrity = matches!(
+                &e,
+                resumable_blocking::DriveError::Upload(resumable_core::Error::Integrity(_))
+            );
+            let mut failure = run::failure(e, &upload, &job.file, &state, started);
+            if let (true, Some(object)) = (integrity, object_of(&url)) {
+                failure.lines.push(format!("the object is {object}"));
+            }
+            Err(failure)
+        }
     }
+}
+
+/// `gs://BUCKET/OBJECT` of a JSON API URL (`…/b/BUCKET/o?…&name=OBJECT`) or an XML API URL
+/// (`/BUCKET/OBJECT`), for naming an object that may have to be deleted.
+fn object_of(url: &Uri) -> Option<String> {
+    let path = url.path();
+    let (bucket, object) = match path.split_once("/storage/v1/b/") {
+        Some((_, rest)) => {
+            let bucket = rest.strip_suffix("/o")?;
+            let name = url
+                .query()?
+                .split('&')
+                .find_map(|p| p.strip_prefix("name="))?;
+            (bucket.to_owned(), name.to_owned())
+        }
+        None => {
+            let (bucket, object) = path.strip_prefix('/')?.split_once('/')?;
+            (bucket.to_owned(), object.to_owned())
+        }
+    };
+    (!bucket.is_empty() && !object.is_empty()).then(|| format!("gs://{bucket}/{object}"))
 }
 
 fn report_success(json: bool, job: &Job, report: &Report) -> Result<(), Failure> {
@@ -305,5 +336,37 @@ fn report_success(json: bool, job: &Job, report: &Report) -> Result<(), Failure>
             stats.requests,
             stats.retries,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // G7, issue 16: an object whose completion does not match is named so it can be deleted;
+    // a session URI does not name its object, so nothing is claimed then.
+    #[test]
+    fn the_object_is_named_from_json_and_xml_start_urls() {
+        let uri = |u: &str| u.parse::<Uri>().unwrap();
+        assert_eq!(
+            object_of(&uri(
+                "https://storage.googleapis.com/upload/storage/v1/b/bkt/o?uploadType=resumable&name=a%2Fb.mp4"
+            ))
+            .as_deref(),
+            Some("gs://bkt/a%2Fb.mp4")
+        );
+        assert_eq!(
+            object_of(&uri(
+                "https://storage.googleapis.com/bkt/dir/o.bin?X-Goog-Signature=s"
+            ))
+            .as_deref(),
+            Some("gs://bkt/dir/o.bin")
+        );
+        assert_eq!(
+            object_of(&uri(
+                "https://storage.googleapis.com/upload/storage/v1/b/bkt/o?uploadType=resumable&upload_id=x"
+            )),
+            None
+        );
     }
 }
