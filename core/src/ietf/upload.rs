@@ -812,6 +812,24 @@ impl IetfUpload {
                 Reply::Completed { offset },
             ) => {
                 let offset = offset.unwrap_or(range.end);
+                if offset > range.end {
+                    return self.abort_now(
+                        ProtocolViolation::RangeBeyondSent {
+                            claimed: offset,
+                            sent: range.end,
+                        }
+                        .into(),
+                    );
+                }
+                if offset < range.start.max(self.persisted) {
+                    return self
+                        .engine
+                        .finish(Err(ProtocolViolation::PersistedWentBackwards {
+                            before: range.start.max(self.persisted),
+                            now: offset,
+                        }
+                        .into()));
+                }
                 if offset != self.total || range.end != self.total {
                     return self.abort_now(
                         ProtocolViolation::PrematureCompletion {
@@ -930,6 +948,10 @@ impl IetfUpload {
             }
         };
         self.shrunk = Some(next);
+        if matches!(kind, Kind::Create { .. }) && self.url.is_some() {
+            // A 104 named the upload: it exists; ask its offset, then append less.
+            self.phase = Phase::Head;
+        }
         let attempt = self.attempt(kind);
         self.engine.retry(
             now,
