@@ -3,6 +3,7 @@
 
 use crate::compliance::ComplianceResumeState;
 use crate::gcs::ResumeState;
+use crate::ietf::IetfResumeState;
 use crate::media::MediaResumeState;
 use crate::multipart::upload::S3ResumeState;
 use crate::ton::TonResumeState;
@@ -10,7 +11,7 @@ use crate::tus::TusResumeState;
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
 /// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}`,
-/// `{"compliance": {…}}` or `{"tus": {…}}`.
+/// `{"compliance": {…}}`, `{"tus": {…}}` or `{"ietf": {…}}`.
 ///
 /// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
 /// take the protocol's own state back out with a `match` before resuming.
@@ -36,6 +37,8 @@ pub enum SavedState {
     S3(S3ResumeState),
     /// A tus 1.0 upload.
     Tus(TusResumeState),
+    /// An upload of the IETF resumable-upload draft.
+    Ietf(IetfResumeState),
 }
 
 impl SavedState {
@@ -48,6 +51,7 @@ impl SavedState {
             SavedState::Compliance(_) => "compliance",
             SavedState::S3(_) => "s3",
             SavedState::Tus(_) => "tus",
+            SavedState::Ietf(_) => "ietf",
         }
     }
 
@@ -61,6 +65,7 @@ impl SavedState {
             SavedState::Compliance(s) => &s.fingerprint,
             SavedState::S3(s) => &s.fingerprint,
             SavedState::Tus(s) => &s.fingerprint,
+            SavedState::Ietf(s) => &s.fingerprint,
         }
     }
 }
@@ -98,5 +103,11 @@ impl From<S3ResumeState> for SavedState {
 impl From<TusResumeState> for SavedState {
     fn from(state: TusResumeState) -> Self {
         SavedState::Tus(state)
+    }
+}
+
+impl From<IetfResumeState> for SavedState {
+    fn from(state: IetfResumeState) -> Self {
+        SavedState::Ietf(state)
     }
 }
