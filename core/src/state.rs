@@ -6,11 +6,11 @@ use crate::gcs::ResumeState;
 use crate::media::MediaResumeState;
 use crate::multipart::upload::S3ResumeState;
 use crate::ton::TonResumeState;
-use crate::tus::TusResumeState;
+use crate::tus::{TusParallelResumeState, TusResumeState};
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
 /// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}`,
-/// `{"compliance": {…}}` or `{"tus": {…}}`.
+/// `{"compliance": {…}}`, `{"tus": {…}}` or `{"tusparallel": {…}}`.
 ///
 /// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
 /// take the protocol's own state back out with a `match` before resuming.
@@ -36,6 +36,9 @@ pub enum SavedState {
     S3(S3ResumeState),
     /// A tus 1.0 upload.
     Tus(TusResumeState),
+    /// A tus 1.0 upload in parallel parts joined by concatenation (written
+    /// `{"tusparallel": {…}}`).
+    TusParallel(TusParallelResumeState),
 }
 
 impl SavedState {
@@ -48,6 +51,7 @@ impl SavedState {
             SavedState::Compliance(_) => "compliance",
             SavedState::S3(_) => "s3",
             SavedState::Tus(_) => "tus",
+            SavedState::TusParallel(_) => "tusparallel",
         }
     }
 
@@ -61,6 +65,7 @@ impl SavedState {
             SavedState::Compliance(s) => &s.fingerprint,
             SavedState::S3(s) => &s.fingerprint,
             SavedState::Tus(s) => &s.fingerprint,
+            SavedState::TusParallel(s) => &s.fingerprint,
         }
     }
 }
@@ -98,5 +103,11 @@ impl From<S3ResumeState> for SavedState {
 impl From<TusResumeState> for SavedState {
     fn from(state: TusResumeState) -> Self {
         SavedState::Tus(state)
+    }
+}
+
+impl From<TusParallelResumeState> for SavedState {
+    fn from(state: TusParallelResumeState) -> Self {
+        SavedState::TusParallel(state)
     }
 }
