@@ -7,11 +7,11 @@ use crate::ietf::IetfResumeState;
 use crate::media::MediaResumeState;
 use crate::multipart::upload::S3ResumeState;
 use crate::ton::TonResumeState;
-use crate::tus::TusResumeState;
+use crate::tus::{TusParallelResumeState, TusResumeState};
 
 /// The resume state of an upload of any protocol in this crate, tagged by protocol: with the
 /// `serde` feature it is written as `{"gcs": {…}}`, `{"ton": {…}}`, `{"media": {…}}`,
-/// `{"compliance": {…}}`, `{"tus": {…}}` or `{"ietf": {…}}`.
+/// `{"compliance": {…}}`, `{"tus": {…}}`, `{"tusparallel": {…}}` or `{"ietf": {…}}`.
 ///
 /// Every [`Upload::State`](crate::Upload::State) of this crate converts into it (`into()`);
 /// take the protocol's own state back out with a `match` before resuming.
@@ -39,6 +39,9 @@ pub enum SavedState {
     Tus(TusResumeState),
     /// An upload of the IETF resumable-upload draft.
     Ietf(IetfResumeState),
+    /// A tus 1.0 upload in parallel parts joined by concatenation (written
+    /// `{"tusparallel": {…}}`).
+    TusParallel(TusParallelResumeState),
 }
 
 impl SavedState {
@@ -52,6 +55,7 @@ impl SavedState {
             SavedState::S3(_) => "s3",
             SavedState::Tus(_) => "tus",
             SavedState::Ietf(_) => "ietf",
+            SavedState::TusParallel(_) => "tusparallel",
         }
     }
 
@@ -66,6 +70,7 @@ impl SavedState {
             SavedState::S3(s) => &s.fingerprint,
             SavedState::Tus(s) => &s.fingerprint,
             SavedState::Ietf(s) => &s.fingerprint,
+            SavedState::TusParallel(s) => &s.fingerprint,
         }
     }
 }
@@ -109,5 +114,11 @@ impl From<TusResumeState> for SavedState {
 impl From<IetfResumeState> for SavedState {
     fn from(state: IetfResumeState) -> Self {
         SavedState::Ietf(state)
+    }
+}
+
+impl From<TusParallelResumeState> for SavedState {
+    fn from(state: TusParallelResumeState) -> Self {
+        SavedState::TusParallel(state)
     }
 }

@@ -103,6 +103,8 @@ pub const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defe
 pub const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 /// `Upload-Checksum`: `<algorithm> <base64 digest>` of a PATCH body (U11).
 pub const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+/// `Upload-Concat`: `partial`, or `final;<url> <url> …` (U13).
+pub const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
 /// `X-HTTP-Method-Override`: the method a `POST` stands for (U5).
 pub const X_HTTP_METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
 /// The content type of a PATCH body (U4) and of data sent with the creation (U8).
@@ -338,7 +340,7 @@ impl TusServerInfo {
             .is_some_and(|list| list.iter().any(|e| e == name))
     }
 
-    fn read(headers: &HeaderMap) -> Result<Self, metadata::TusFieldError> {
+    pub(crate) fn read(headers: &HeaderMap) -> Result<Self, metadata::TusFieldError> {
         Ok(TusServerInfo {
             versions: metadata::tus_version(headers)?,
             extensions: metadata::tus_extension(headers)?,
@@ -488,6 +490,8 @@ pub struct TusUpload {
     server: Option<TusServerInfo>,
     /// The upload was resumed or given: its first offset answer sets `Stats::resumed_from`.
     resuming: bool,
+    /// One part of a parallel upload: created with `Upload-Concat: partial` (U13).
+    concat_partial: bool,
     engine: Engine<Kind, TusCompletion>,
 }
 
@@ -560,6 +564,7 @@ impl TusUpload {
             expires: None,
             server: None,
             resuming: false,
+            concat_partial: false,
             engine: Engine::new(config.retry),
         };
         match start {
@@ -614,6 +619,23 @@ impl TusUpload {
         self.saved_persisted = state.persisted;
         self.expires = state.expires;
         Ok(())
+    }
+
+    /// Makes this upload one part of a parallel upload (U13): its creation carries
+    /// `Upload-Concat: partial`, and it hands out the ids `first`, `first + step`, … .
+    pub(crate) fn make_partial(&mut self, first: u64, step: u64) {
+        self.concat_partial = true;
+        self.engine.use_ids(first, step);
+    }
+
+    /// Takes what a parallel upload discovered as the server's capabilities (U2, U13).
+    pub(crate) fn adopt_server(&mut self, info: TusServerInfo) {
+        self.server = Some(info);
+    }
+
+    /// The completion, once this upload succeeded.
+    pub(crate) fn completion(&self) -> Option<&TusCompletion> {
+        self.engine.outcome().and_then(|o| o.as_ref().ok())
     }
 
     // ---- getters ----
@@ -1124,6 +1146,9 @@ impl TusUpload {
                 if let Some(m) = &self.metadata {
                     headers.insert(UPLOAD_METADATA, m.clone());
                 }
+                if self.concat_partial {
+                    headers.insert(UPLOAD_CONCAT, HeaderValue::from_static("partial"));
+                }
                 if !range.is_empty() {
                     headers.insert(CONTENT_TYPE, HeaderValue::from_static(OFFSET_OCTET_STREAM));
                 }
@@ -1423,7 +1448,7 @@ impl TusUpload {
     }
 }
 
-fn bad_offset() -> Error {
+pub(crate) fn bad_offset() -> Error {
     ProtocolViolation::MalformedResponse("the answer has no valid Upload-Offset").into()
 }
 
