@@ -2,7 +2,7 @@
 //! header fields ([`metadata`]: `Upload-Metadata`, the plain-decimal `Upload-Offset` and
 //! `Upload-Length`, and the comma lists a server announces on `OPTIONS`) and the upload
 //! state machine ([`upload`], re-exported here: [`TusUpload`]), and the parallel upload of one
-//! source in parts joined by concatenation ([`concat`]: [`TusParallelUpload`], U13).
+//! source in parts joined by concatenation ([`concat`](mod@concat): [`TusParallelUpload`], U13).
 
 pub mod concat;
 pub mod metadata;
