@@ -1353,11 +1353,6 @@ impl Upload for ComplianceJob {
             return upload.handle_failure(now, id, failure);
         }
         let kind = self.engine.take(id)?.kind;
-        if !self.engine.policy().retry_transport {
-            let endpoint = self.attempt(kind).endpoint;
-            self.fail(Error::Transport { failure, endpoint });
-            return Ok(());
-        }
         // The request may or may not have arrived: send it again as it was (a retried create
         // may leave an orphaned job, never a wrong one).
         self.retry(now, kind, RetryCause::Transport(failure), None);

@@ -253,6 +253,15 @@ impl Backoff {
         retry_after: Option<Duration>,
         attempt: Attempt,
     ) -> Result<Instant, Error> {
+        // A policy that does not retry transport failures ends the upload at the first.
+        if let RetryCause::Transport(failure) = cause
+            && !self.policy.retry_transport
+        {
+            return Err(Error::Transport {
+                failure,
+                endpoint: attempt.endpoint,
+            });
+        }
         self.failures = self.failures.saturating_add(1);
         let run_started = *self.run_started.get_or_insert(now);
         let exhausted = Error::RetriesExhausted {

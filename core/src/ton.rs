@@ -1088,12 +1088,7 @@ impl Upload for TonUpload {
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
         let flight = self.engine.take(id)?;
-        let reply = if self.engine.policy().retry_transport {
-            Reply::Retry(RetryCause::Transport(failure), None)
-        } else {
-            let endpoint = self.attempt(&flight.kind).endpoint;
-            Reply::End(Error::Transport { failure, endpoint })
-        };
+        let reply = Reply::Retry(RetryCause::Transport(failure), None);
         self.transition(now, flight, reply);
         Ok(())
     }

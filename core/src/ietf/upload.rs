@@ -1302,9 +1302,6 @@ impl Upload for IetfUpload {
         let cause = RetryCause::Transport(failure);
         let reply = if flight.kind == Kind::Delete && self.abort.is_some() {
             Reply::Deleted
-        } else if !self.engine.policy().retry_transport {
-            let endpoint = self.attempt(&flight.kind).endpoint;
-            Reply::End(Error::Transport { failure, endpoint })
         } else if matches!(flight.kind, Kind::Create { .. } | Kind::Append { .. }) {
             // The server may have stored any prefix: ask before sending more (R7).
             Reply::Recheck(cause, None)

@@ -1229,11 +1229,6 @@ impl Upload for MediaUpload {
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
         let kind = self.engine.take(id)?.kind;
-        if !self.engine.policy().retry_transport {
-            let endpoint = self.attempt(kind).endpoint;
-            self.finish(Err(Error::Transport { failure, endpoint }));
-            return Ok(());
-        }
         // The server may or may not have the request: send it again as it was (M2: an APPEND
         // keeps its segment_index; a received segment sent twice is harmless).
         self.retry(now, kind, RetryCause::Transport(failure), None);

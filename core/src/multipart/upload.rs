@@ -1501,11 +1501,6 @@ impl Upload for S3Upload {
         failure: TransportFailure,
     ) -> Result<(), UsageError> {
         let kind = self.engine.take(id)?.kind;
-        if !self.engine.policy().retry_transport {
-            let endpoint = self.attempt(kind).endpoint;
-            self.finish(Err(Error::Transport { failure, endpoint }));
-            return Ok(());
-        }
         // The server may or may not have acted on it: the same request again (a part is the
         // same PUT, S3; a Complete may then meet NoSuchUpload, S7).
         self.retry(now, kind, RetryCause::Transport(failure), None);

@@ -907,14 +907,9 @@ impl Upload for TusParallelUpload {
         match self.route(id) {
             None => {
                 let flight = self.engine.take(id)?;
-                let reply = if self.engine.policy().retry_transport {
-                    // Every own request may go again: a lost final answer creates another
-                    // final upload from the same parts (the first is orphaned).
-                    Reply::Retry(RetryCause::Transport(failure), None)
-                } else {
-                    let endpoint = Attempt::new(&self.uri_for(&flight.kind), None).endpoint;
-                    Reply::End(Error::Transport { failure, endpoint })
-                };
+                // Every own request may go again: a lost final answer creates another final
+                // upload from the same parts (the first is orphaned).
+                let reply = Reply::Retry(RetryCause::Transport(failure), None);
                 self.transition(now, flight, reply);
             }
             Some(i) => {

@@ -1408,10 +1408,7 @@ impl Upload for TusUpload {
     ) -> Result<(), UsageError> {
         let flight = self.engine.take(id)?;
         let cause = RetryCause::Transport(failure);
-        let reply = if !self.engine.policy().retry_transport {
-            let endpoint = self.attempt(&flight.kind).endpoint;
-            Reply::End(Error::Transport { failure, endpoint })
-        } else if matches!(flight.kind, Kind::Patch { .. }) {
+        let reply = if matches!(flight.kind, Kind::Patch { .. }) {
             // U14: the server may have stored any prefix: ask before sending more.
             Reply::Recheck(cause, None)
         } else {
