@@ -42,11 +42,10 @@
 //! 5. A typed error licensed by what happened; after a lie no request but a `DELETE`.
 //! 6. A stale answer is `UnknownRequest` and changes nothing; `Done` is sticky.
 
+mod seeds;
 mod sim;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -971,72 +970,23 @@ fn run(seed: u64, transcript: bool) -> Result<Summary, String> {
     Ok(summary)
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number")),
-    )
-}
-
-fn catch(seed: u64, transcript: bool) -> Result<Summary, String> {
-    match catch_unwind(AssertUnwindSafe(|| run(seed, transcript))) {
-        Ok(r) => r,
-        Err(panic) => Err(format!(
-            "panicked: {}",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)")
-        )),
-    }
+fn seeded(seed: u64, transcript: bool) -> Result<seeds::Seeded, String> {
+    run(seed, transcript).map(|s| seeds::Seeded {
+        outcome: s.outcome,
+        requests: s.requests,
+        restarts: s.restarts,
+        transcript: s.transcript,
+    })
 }
 
 #[test]
 fn ietf() {
-    if let Some(seed) = env_u64("SIM_SEED") {
-        match catch(seed, true) {
-            Ok(s) => println!(
-                "{}ietf seed {seed}: {} in {} requests",
-                s.transcript, s.outcome, s.requests
-            ),
-            Err(e) => panic!("ietf seed {seed}: {e}"),
-        }
-        return;
-    }
-    let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let start = env_u64("SIM_START").unwrap_or(0);
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failures = Vec::new();
-    let (mut restarts, mut requests) = (0u64, 0u64);
-    for seed in start..start + count {
-        match catch(seed, false) {
-            Ok(s) => {
-                *outcomes.entry(s.outcome).or_default() += 1;
-                restarts += u64::from(s.restarts);
-                requests += s.requests;
-            }
-            Err(e) => {
-                eprintln!(
-                    "SIMULATION FAILURE ietf seed {seed}: {e}\n  reproduce: SIM_SEED={seed} \
-                     cargo test -p resumable-core --test ietf_simulation -- --nocapture"
-                );
-                failures.push(seed);
-                if failures.len() >= 10 {
-                    break;
-                }
-            }
-        }
-    }
-    println!(
-        "ietf: {count} seeds from {start}: {outcomes:?}, {requests} requests, {restarts} restarts"
-    );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
-    if count >= 2_000 {
-        for kind in [
+    seeds::run_seeds(
+        "ietf",
+        "ietf_simulation",
+        DEFAULT_SEEDS,
+        10,
+        &[
             "ok",
             "RetriesExhausted",
             "SessionGone",
@@ -1044,20 +994,12 @@ fn ietf() {
             "Protocol",
             "Unsupported",
             "Expired",
-        ] {
-            assert!(
-                outcomes.contains_key(kind),
-                "no seed ended in {kind}: {outcomes:?}"
-            );
-        }
-    }
+        ],
+        seeded,
+    );
 }
 
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [1, 77, 4242] {
-        let a = catch(seed, true).map(|s| (s.outcome, s.requests, s.transcript));
-        let b = catch(seed, true).map(|s| (s.outcome, s.requests, s.transcript));
-        assert_eq!(a, b, "seed {seed}");
-    }
+    seeds::assert_replays_exactly(seeded);
 }

@@ -46,9 +46,9 @@
 //!    after a lie); a lie ends the upload at once with the error it calls for.
 //! 6. A stale answer is `UnknownRequest` and changes nothing; `Done` is sticky.
 
-use std::collections::BTreeMap;
+mod seeds;
+
 use std::fmt::Write as _;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -922,72 +922,23 @@ fn run(seed: u64, transcript: bool) -> Result<Summary, String> {
     Ok(summary)
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number")),
-    )
-}
-
-fn catch(seed: u64, transcript: bool) -> Result<Summary, String> {
-    match catch_unwind(AssertUnwindSafe(|| run(seed, transcript))) {
-        Ok(r) => r,
-        Err(panic) => Err(format!(
-            "panicked: {}",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)")
-        )),
-    }
+fn seeded(seed: u64, transcript: bool) -> Result<seeds::Seeded, String> {
+    run(seed, transcript).map(|s| seeds::Seeded {
+        outcome: s.outcome,
+        requests: s.requests,
+        restarts: s.restarts,
+        transcript: s.transcript,
+    })
 }
 
 #[test]
 fn tus() {
-    if let Some(seed) = env_u64("SIM_SEED") {
-        match catch(seed, true) {
-            Ok(s) => println!(
-                "{}tus seed {seed}: {} in {} requests",
-                s.transcript, s.outcome, s.requests
-            ),
-            Err(e) => panic!("tus seed {seed}: {e}"),
-        }
-        return;
-    }
-    let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
-    let start = env_u64("SIM_START").unwrap_or(0);
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failures = Vec::new();
-    let (mut restarts, mut requests) = (0u64, 0u64);
-    for seed in start..start + count {
-        match catch(seed, false) {
-            Ok(s) => {
-                *outcomes.entry(s.outcome).or_default() += 1;
-                restarts += u64::from(s.restarts);
-                requests += s.requests;
-            }
-            Err(e) => {
-                eprintln!(
-                    "SIMULATION FAILURE tus seed {seed}: {e}\n  reproduce: SIM_SEED={seed} \
-                     cargo test -p resumable-core --test tus_simulation -- --nocapture"
-                );
-                failures.push(seed);
-                if failures.len() >= 20 {
-                    break;
-                }
-            }
-        }
-    }
-    println!(
-        "tus: {count} seeds from {start}: {outcomes:?}, {requests} requests, {restarts} restarts"
-    );
-    assert!(failures.is_empty(), "failing seeds: {failures:?}");
-    if count >= 2_000 {
-        for kind in [
+    seeds::run_seeds(
+        "tus",
+        "tus_simulation",
+        DEFAULT_SEEDS,
+        20,
+        &[
             "ok",
             "RetriesExhausted",
             "SessionGone",
@@ -995,20 +946,12 @@ fn tus() {
             "Protocol",
             "Unsupported",
             "Expired",
-        ] {
-            assert!(
-                outcomes.contains_key(kind),
-                "no seed ended in {kind}: {outcomes:?}"
-            );
-        }
-    }
+        ],
+        seeded,
+    );
 }
 
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [1, 77, 4242] {
-        let a = catch(seed, true).map(|s| (s.outcome, s.requests, s.transcript));
-        let b = catch(seed, true).map(|s| (s.outcome, s.requests, s.transcript));
-        assert_eq!(a, b, "seed {seed}");
-    }
+    seeds::assert_replays_exactly(seeded);
 }
