@@ -51,6 +51,10 @@
 //!           / "tus.options" / "tus.create"               ; OPTIONS (U2) / POST creation (U6)
 //!           / "tus.head" / "tus.patch" / "tus.delete"    ; U3 / U4 / U12
 //!           / "tus.other"                                ; GET, and methods tus has no use for
+//!           / "ietf"                                     ; any resumable-upload draft request
+//!           / "ietf.options" / "ietf.create"             ; OPTIONS (R12) / creation (R3)
+//!           / "ietf.head" / "ietf.append" / "ietf.delete" ; R7 / R9 / R13
+//!           / "ietf.other"                               ; GET, and methods the draft has no use for
 //! faults    = fault *( "," fault )                       ; a per-request spec is just this
 //! fault     = "drop-after:" SIZE
 //!           / "persist:" SIZE
@@ -135,6 +139,14 @@
 //! leaves `Upload-Offset` out of a HEAD or PATCH answer; `expire` expires the upload (`410`
 //! from then on). See [`crate::tus`].
 //!
+//! ## The resumable-upload draft (R1–R19)
+//!
+//! The same faults as tus, on `ietf.*` kinds: `drop-after:N` on a creation or append keeps
+//! the bytes that arrived (never marking the upload complete); `persist:N` keeps only `N`
+//! bytes of a body and answers so; `lie[:N]` makes a `HEAD` or append answer claim `N` more
+//! bytes than held; `no-range` leaves `Upload-Offset` out of a `HEAD` or append answer;
+//! `expire` expires the upload (`410` from then on). See [`crate::ietf`].
+//!
 //! # Examples
 //!
 //! ```
@@ -188,7 +200,8 @@ const MAX_PROCESSING_POLLS: u64 = 1000;
 ///
 /// Leaves are concrete kinds; [`RequestKind::Any`], [`RequestKind::Gcs`],
 /// [`RequestKind::GcsPut`], [`RequestKind::Compliance`], [`RequestKind::Ton`] and
-/// [`RequestKind::Media`], [`RequestKind::S3`] and [`RequestKind::Tus`] are groups.
+/// [`RequestKind::Media`], [`RequestKind::S3`], [`RequestKind::Tus`] and [`RequestKind::Ietf`]
+/// are groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestKind {
@@ -267,6 +280,20 @@ pub enum RequestKind {
     TusDelete,
     /// `tus.other`: `GET` of an upload, and methods tus has no use for.
     TusOther,
+    /// `ietf`: any request of the resumable-upload draft (a group).
+    Ietf,
+    /// `ietf.options`: `OPTIONS` on the creation URL (R12).
+    IetfOptions,
+    /// `ietf.create`: the creation request (R3).
+    IetfCreate,
+    /// `ietf.head`: `HEAD` on an upload resource (R7).
+    IetfHead,
+    /// `ietf.append`: `PATCH` on an upload resource (R9).
+    IetfAppend,
+    /// `ietf.delete`: `DELETE` of an upload resource (R13).
+    IetfDelete,
+    /// `ietf.other`: `GET` of an upload resource, and methods the draft has no use for.
+    IetfOther,
     /// Requests no protocol claims (never matched by name, only by `*`).
     Other,
 }
@@ -309,6 +336,13 @@ const KIND_NAMES: &[(&str, RequestKind)] = &[
     ("tus.patch", RequestKind::TusPatch),
     ("tus.delete", RequestKind::TusDelete),
     ("tus.other", RequestKind::TusOther),
+    ("ietf", RequestKind::Ietf),
+    ("ietf.options", RequestKind::IetfOptions),
+    ("ietf.create", RequestKind::IetfCreate),
+    ("ietf.head", RequestKind::IetfHead),
+    ("ietf.append", RequestKind::IetfAppend),
+    ("ietf.delete", RequestKind::IetfDelete),
+    ("ietf.other", RequestKind::IetfOther),
 ];
 
 impl RequestKind {
@@ -355,6 +389,13 @@ impl RequestKind {
             TusDelete => &[TusDelete, Tus, Any],
             TusOther => &[TusOther, Tus, Any],
             Tus => &[Tus, Any],
+            IetfOptions => &[IetfOptions, Ietf, Any],
+            IetfCreate => &[IetfCreate, Ietf, Any],
+            IetfHead => &[IetfHead, Ietf, Any],
+            IetfAppend => &[IetfAppend, Ietf, Any],
+            IetfDelete => &[IetfDelete, Ietf, Any],
+            IetfOther => &[IetfOther, Ietf, Any],
+            Ietf => &[Ietf, Any],
             GcsPut => &[GcsPut, Gcs, Any],
             Gcs => &[Gcs, Any],
             Compliance => &[Compliance, Any],

@@ -397,6 +397,19 @@ impl<'c> Body<'c> {
         }
     }
 
+    /// Writes an interim (1xx) response with these header lines before the body is read (the
+    /// resumable-upload draft's `104`, R4). A failed write cuts the body.
+    pub(crate) fn send_interim(&mut self, status: u16, reason: &str, headers: &[(&str, String)]) {
+        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        if self.conn.write_all(head.as_bytes()).is_err() {
+            self.state = BodyState::Cut;
+        }
+    }
+
     /// Makes `remaining` describe the next data bytes; `false` when there are none (the body
     /// ended or was cut).
     fn ready(&mut self) -> bool {

@@ -67,6 +67,7 @@ pub mod fault;
 pub mod gcs;
 mod hash;
 mod http;
+pub mod ietf;
 pub mod json_api;
 pub mod media;
 mod multipart;
@@ -80,6 +81,7 @@ mod util;
 
 pub use fault::{Fault, FaultScript, FaultSpecError, Ordinals, RequestKind, Rule, Selector};
 pub use gcs::{GcsApi, ObjectInfo, SessionInfo};
+pub use ietf::IetfUploadInfo;
 pub use media::MediaInfo;
 pub use server::{LogEntry, Server, ServerConfig};
 pub use ton::{TonRangeForm, TonUploadInfo};

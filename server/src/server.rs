@@ -12,6 +12,7 @@ use crate::compliance::{self, Compliance};
 use crate::fault::{Fault, FaultScript, FaultSet, FaultState, RequestKind, RetryAfter};
 use crate::gcs::{self, Gcs, GcsApi, ObjectInfo, Session, SessionInfo};
 use crate::http::{Body, BodyState, Conn, HeadError, Request, Response};
+use crate::ietf::{self, Ietf, IetfUploadInfo};
 use crate::json_api::{self, Allowed, JsonRoute};
 use crate::media::{self, MediaInfo, MediaRoute, MediaStore};
 use crate::retry_test::{self, RetryTests};
@@ -79,6 +80,12 @@ pub struct ServerConfig {
     /// How long a tus upload lives from its creation (`Upload-Expires`, U10); `None`: it
     /// does not expire. Default 24 hours.
     pub tus_upload_ttl: Option<Duration>,
+    /// How long an upload of the resumable-upload draft lives from its creation (`max-age`
+    /// in `Upload-Limit`, R11); `None`: it does not expire. Default 24 hours.
+    pub ietf_upload_ttl: Option<Duration>,
+    /// The resumable-upload draft's `max-append-size` (R11): larger creations and appends
+    /// are answered `413`. Default none.
+    pub ietf_max_append_size: Option<u64>,
     /// How long a media id lives after INIT (`expires_after_secs`, M1, M5). Default 86400 s.
     pub media_expires_after: Duration,
     /// When set, FINALIZE gives the id this long from its own answer (which says so in
@@ -127,6 +134,8 @@ impl Default for ServerConfig {
             ton_range_form: TonRangeForm::Plain,
             ton_require_expires: false,
             tus_upload_ttl: Some(Duration::from_secs(24 * 3600)),
+            ietf_upload_ttl: Some(Duration::from_secs(24 * 3600)),
+            ietf_max_append_size: None,
             media_expires_after: Duration::from_secs(86_400),
             media_finalize_expires_after: None,
             media_max_segment: resumable_core::media::MAX_SEGMENT_SIZE,
@@ -195,6 +204,7 @@ pub(crate) struct Shared {
     pub(crate) compliance: Compliance,
     pub(crate) ton: Ton,
     pub(crate) tus: Tus,
+    pub(crate) ietf: Ietf,
     pub(crate) media: MediaStore,
     pub(crate) s3: crate::s3::S3Store,
     pub(crate) retry_tests: RetryTests,
@@ -300,6 +310,9 @@ enum Route {
     TonObject(String, String, Option<Arc<ton::Upload>>),
     /// A tus path: the upload's id (none: the creation URL) and the upload if it exists.
     Tus(Option<String>, Option<Arc<tus::Upload>>),
+    /// A path of the resumable-upload draft: the upload's id (none: the creation URL) and the
+    /// upload if it exists.
+    Ietf(Option<String>, Option<Arc<ietf::Upload>>),
     Media(MediaRoute, Option<Arc<media::Media>>),
     S3(crate::s3::S3Route),
     NotFound,
@@ -319,9 +332,14 @@ fn route(shared: &Shared, req: &Request, peeked: &[u8]) -> Route {
         "/2/media/",
         crate::s3::PREFIX,
         "/tus/",
+        "/ietf/",
     ];
     if let Some(r) = crate::s3::route(req) {
         return Route::S3(r);
+    }
+    if let Some(id) = ietf::route_path(path) {
+        let upload = id.as_deref().and_then(|id| shared.ietf.upload(id));
+        return Route::Ietf(id, upload);
     }
     if let Some(id) = tus::route_path(path) {
         let upload = id.as_deref().and_then(|id| shared.tus.upload(id));
@@ -457,6 +475,7 @@ fn kind_of(route: &Route, req: &Request) -> RequestKind {
         Route::Media(r, _) => r.kind(),
         Route::S3(r) => r.kind(),
         Route::Tus(id, _) => tus::kind(req, id.is_some()),
+        Route::Ietf(id, _) => ietf::kind(req, id.is_some()),
         Route::Index
         | Route::NotFound
         | Route::NotAllowed
@@ -640,6 +659,7 @@ fn injected(
         (Route::Media(r, _), _) => media::injected(r.is_v2(), code, &message),
         (Route::S3(_), _) => crate::s3::injected(code, &message),
         (Route::Tus(..), _) => tus::error(code, &message),
+        (Route::Ietf(..), _) => ietf::error(code, &message),
         _ => gcs::error(api, code, &message),
     };
     let retry_after = match faults.retry_after {
@@ -726,6 +746,7 @@ fn dispatch(ctx: &mut Ctx<'_>, route: &Route) -> Outcome {
         Route::Media(r, _) => media::handle(ctx, r),
         Route::S3(r) => crate::s3::handle(ctx, r),
         Route::Tus(id, upload) => tus::handle(ctx, id.as_deref(), upload.as_ref()),
+        Route::Ietf(id, upload) => ietf::handle(ctx, id.as_deref(), upload.as_ref()),
         Route::NotFound => Outcome::Respond(
             Response::new(404).body("text/plain; charset=utf-8", b"not found\n".to_vec()),
         ),
@@ -1113,6 +1134,7 @@ impl Server {
             compliance: Compliance::default(),
             ton: Ton::default(),
             tus: Tus::default(),
+            ietf: Ietf::default(),
             media: MediaStore::default(),
             s3: crate::s3::S3Store::default(),
             retry_tests: RetryTests::default(),
@@ -1229,6 +1251,27 @@ impl Server {
     /// Every tus upload, in no particular order.
     pub fn tus_uploads(&self) -> Vec<TusUploadInfo> {
         self.shared.tus.all_uploads()
+    }
+
+    /// The creation URL of the resumable-upload draft (R3): `BASE/ietf/files`. `POST` it with
+    /// `Upload-Complete` and `Upload-Draft-Interop-Version` to create an upload.
+    pub fn ietf_url(&self) -> String {
+        format!("{}{}", self.shared.base_url, ietf::PREFIX)
+    }
+
+    /// An upload of the resumable-upload draft, by its URL, path or id.
+    pub fn ietf_upload(&self, url_or_id: &str) -> Option<IetfUploadInfo> {
+        self.shared.ietf.upload_info(url_or_id)
+    }
+
+    /// The bytes an upload of the resumable-upload draft holds, by its URL, path or id.
+    pub fn ietf_upload_bytes(&self, url_or_id: &str) -> Option<Vec<u8>> {
+        self.shared.ietf.upload_bytes(url_or_id)
+    }
+
+    /// Every upload of the resumable-upload draft, in no particular order.
+    pub fn ietf_uploads(&self) -> Vec<IetfUploadInfo> {
+        self.shared.ietf.all_uploads()
     }
 
     /// Expires a tus upload now (as the `expire` fault does): it answers `410` from then on.

@@ -11,6 +11,7 @@
 mod compliance;
 mod demo;
 mod gcs;
+mod ietf;
 mod logging;
 mod media;
 mod output;
@@ -32,8 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use clap::{Parser, Subcommand};
 
 /// Resumable and chunked uploads: Google Cloud Storage resumable sessions (what Twitter's
-/// batch compliance upload_url is), Twitter TON, Twitter/X media/upload and tus 1.0, with resume
-/// after interruption.
+/// batch compliance upload_url is), Twitter TON, Twitter/X media/upload, tus 1.0 and the IETF
+/// resumable-upload draft, with resume after interruption.
 #[derive(Parser, Debug)]
 #[command(name = "resumable", version, max_term_width = 100)]
 struct Cli {
@@ -61,6 +62,9 @@ enum Command {
     /// Upload a file to a tus 1.0 server (create an upload, or resume one), with resume
     /// after interruption.
     Tus(tus::TusArgs),
+    /// Upload a file with the IETF "Resumable Uploads for HTTP" draft (create an upload, or
+    /// resume one), at a chosen interop version, with resume after interruption.
+    Ietf(ietf::IetfArgs),
     /// Run a Twitter/X batch compliance job: create it, upload the ids, poll until it is
     /// complete, download and summarise the results.
     Compliance(compliance::ComplianceArgs),
@@ -81,6 +85,7 @@ impl Command {
             Command::Media(a) => a.json.then_some("media"),
             Command::S3(a) => a.json.then_some("s3"),
             Command::Tus(a) => a.json.then_some("tus"),
+            Command::Ietf(a) => a.json.then_some("ietf"),
             Command::Compliance(a) => a.json.then_some("compliance"),
             Command::Serve(_) | Command::Demo(_) | Command::Sessions(_) => None,
         }
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
         Command::Media(args) => media::run(args, interrupt),
         Command::S3(args) => s3::run(args, interrupt),
         Command::Tus(args) => tus::run(args, interrupt),
+        Command::Ietf(args) => ietf::run(args, interrupt),
         Command::Compliance(args) => compliance::run(args, interrupt),
         Command::Sessions(args) => sessions::run(args),
         Command::Serve(args) => serve::run(args, interrupt),

@@ -102,7 +102,8 @@ impl Conn {
                     })
                     .collect();
                 self.buf.drain(..len);
-                if status == 100 {
+                // Interim answers (100 Continue, the resumable-upload draft's 104) are skipped.
+                if (100..200).contains(&status) {
                     continue;
                 }
                 let body_len: usize = headers
